@@ -1,0 +1,99 @@
+import { Option } from 'commander';
+import type { CommandSpec } from './spec.js';
+
+const int = (name: string) => (value: string): number => {
+  if (!/^\d+$/.test(value)) throw new Error(`${name} must be a whole number, got "${value}"`);
+  return Number(value);
+};
+
+/** Lists every registered subcommand: flags, help text and lazy loaders. Only working commands are here. */
+export const COMMANDS: CommandSpec[] = [
+  {
+    name: 'status',
+    description: 'show the local database: path, size, journal mode, integrity, newest backup, tables and row counts',
+    examples: ['epetsync status', 'epetsync status --json', 'epetsync status --config C:\\epetcare\\config.json'],
+    define: (cmd) => cmd.option('--deep', 'run the full integrity_check instead of quick_check'),
+    load: async () => (await import('../commands/status.js')).default,
+  },
+  {
+    name: 'backup',
+    description: 'take a verified online backup of the local database into the backup folder',
+    examples: ['epetsync backup', 'epetsync backup --keep 14', 'epetsync --json backup'],
+    define: (cmd) => cmd.option('--keep <n>', 'keep only the newest N backups (default: database.backup_keep or 10)', int('--keep')),
+    load: async () => (await import('../commands/backup.js')).default,
+  },
+  {
+    name: 'restore',
+    args: '[file]',
+    description: 'replace the local database with a verified backup; the current files are moved aside, never deleted',
+    examples: ['epetsync restore --latest', 'epetsync restore backups/db-20261125T101500Z.sqlite3 --yes'],
+    define: (cmd) =>
+      cmd
+        .option('--latest', 'restore the newest backup in the backup folder')
+        .option('-y, --yes', 'do not ask for confirmation (needed when not on a terminal)'),
+    load: async () => (await import('../commands/restore.js')).default,
+  },
+  {
+    name: 'serve',
+    description: 'run the sync API server over PostgreSQL (DATABASE_URL) or an embedded PostgreSQL',
+    examples: [
+      'epetsync serve',
+      'epetsync serve --port 8787 --database-url postgres://vet@db.internal/vetportal',
+      'epetsync serve --memory --port 0',
+    ],
+    define: (cmd) =>
+      cmd
+        .option('--host <host>', 'address to listen on', '127.0.0.1')
+        .option('--port <port>', 'port to listen on (0 picks a free one)', int('--port'), 8787)
+        .addOption(new Option('--database-url <url>', 'PostgreSQL connection string (default: $DATABASE_URL, else embedded)').env('DATABASE_URL'))
+        .option('--data-dir <path>', 'folder of the embedded database (default: .epetsync/pgdata beside the config)')
+        .option('--memory', 'use a throwaway in-memory embedded database')
+        .option('--no-install', 'do not install or upgrade change-capture triggers at start')
+        .option('--include <tables>', 'comma-separated tables to sync (default: all with a primary key)')
+        .option('--exclude <tables>', 'comma-separated tables to leave out of sync')
+        .addOption(new Option('--conflict-policy <policy>', 'how conflicting uploads are resolved').choices(['server-wins', 'client-wins', 'newest-wins']))
+        .option('--sync-permission <rule>', 'who may sync: staff, superuser, active, or group:<name>', 'staff'),
+    load: async () => (await import('../commands/serve.js')).default,
+    subcommands: [
+      {
+        name: 'user',
+        description: "manage epetsync's own sync accounts (used when the database has no Django auth_user table)",
+        examples: ['epetsync serve user add frontdesk', 'epetsync serve user list', 'epetsync serve user remove frontdesk'],
+        subcommands: [
+          {
+            name: 'add',
+            args: '<username>',
+            description: 'add or update an account; the password comes from EPETSYNC_NEW_PASSWORD or a prompt',
+            examples: ['EPETSYNC_NEW_PASSWORD=s3cret epetsync serve user add frontdesk --database-url postgres://localhost/vet'],
+            define: (cmd) =>
+              cmd
+                .addOption(new Option('--database-url <url>', 'PostgreSQL connection string').env('DATABASE_URL'))
+                .option('--data-dir <path>', 'folder of the embedded database'),
+            load: async () => (await import('../commands/serve-user.js')).add,
+          },
+          {
+            name: 'remove',
+            args: '<username>',
+            description: 'remove an account and revoke its tokens',
+            examples: ['epetsync serve user remove frontdesk'],
+            define: (cmd) =>
+              cmd
+                .addOption(new Option('--database-url <url>', 'PostgreSQL connection string').env('DATABASE_URL'))
+                .option('--data-dir <path>', 'folder of the embedded database'),
+            load: async () => (await import('../commands/serve-user.js')).remove,
+          },
+          {
+            name: 'list',
+            description: 'list accounts',
+            examples: ['epetsync serve user list --json'],
+            define: (cmd) =>
+              cmd
+                .addOption(new Option('--database-url <url>', 'PostgreSQL connection string').env('DATABASE_URL'))
+                .option('--data-dir <path>', 'folder of the embedded database'),
+            load: async () => (await import('../commands/serve-user.js')).list,
+          },
+        ],
+      },
+    ],
+  },
+];

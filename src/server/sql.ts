@@ -1,0 +1,133 @@
+import { EpetsyncError } from '../errors.js';
+
+/** Runs SQL with `$1`-style parameters; the same text runs on PostgreSQL and PGlite. */
+export interface SqlExecutor {
+  query<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<{ rows: Row[]; rowCount: number }>;
+}
+
+/** Owns a PostgreSQL database for the server: a node-postgres pool or an embedded PGlite. */
+export interface SqlDatabase extends SqlExecutor {
+  readonly kind: 'postgres' | 'pglite';
+  /** Runs `fn` in one transaction: committed when it resolves, rolled back when it throws. */
+  transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
+  /** Calls `onNotify` for each NOTIFY on `channel`; returns an unsubscribe function. */
+  listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
+  close(): Promise<void>;
+}
+
+/** Describes which database to open: a connection string, a data folder, or memory. */
+export interface OpenSqlOptions {
+  databaseUrl?: string | undefined;
+  dataDir?: string | undefined;
+  memory?: boolean | undefined;
+  /** Pool size for node-postgres (default 10). */
+  poolSize?: number;
+}
+
+/**
+ * Lists the PostgreSQL type OIDs both drivers hand back as the server's own text: int8, numeric,
+ * date, time, timestamp, timestamptz, timetz. Converting them to JS numbers or Dates would lose
+ * digits, precision or the time zone; the wire format (docs/protocol.md) is built from the text.
+ */
+export const TEXT_TYPE_OIDS = [20, 1700, 1082, 1083, 1114, 1184, 1266];
+
+/** Opens the server's database: node-postgres when a URL is given, else embedded PGlite. */
+export async function openSqlDatabase(options: OpenSqlOptions): Promise<SqlDatabase> {
+  if (options.databaseUrl) return openPostgres(options.databaseUrl, options.poolSize ?? 10);
+  return openPglite(options.memory ? undefined : options.dataDir);
+}
+
+async function openPostgres(url: string, poolSize: number): Promise<SqlDatabase> {
+  const { default: pg } = await import('pg');
+  // Exact values: see TEXT_TYPE_OIDS.
+  for (const oid of TEXT_TYPE_OIDS) pg.types.setTypeParser(oid, (v: string) => v);
+  const pool = new pg.Pool({ connectionString: url, max: poolSize, application_name: 'epetsync-serve' });
+  pool.on('error', () => {
+    // An idle client lost its connection (server restart); the pool replaces it on next use.
+  });
+  try {
+    const client = await pool.connect();
+    client.release();
+  } catch (cause) {
+    await pool.end().catch(() => {});
+    throw new EpetsyncError('EPS_SERVE_DATABASE', `Cannot connect to PostgreSQL: ${(cause as Error).message}`, {
+      hint: 'Check --database-url / DATABASE_URL (host, port, database name, user) and that the server is running.',
+      cause,
+    });
+  }
+  const listeners = new Map<string, { client: import('pg').PoolClient; handlers: Set<(p: string) => void> }>();
+  return {
+    kind: 'postgres',
+    async query(text, params) {
+      const r = await pool.query(text, params as unknown[]);
+      return { rows: r.rows, rowCount: r.rowCount ?? 0 };
+    },
+    async transaction(fn) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const result = await fn({
+          async query(text, params) {
+            const r = await client.query(text, params as unknown[]);
+            return { rows: r.rows, rowCount: r.rowCount ?? 0 };
+          },
+        });
+        await client.query('COMMIT');
+        return result;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw error;
+      } finally {
+        client.release();
+      }
+    },
+    async listen(channel, onNotify) {
+      let entry = listeners.get(channel);
+      if (!entry) {
+        const client = await pool.connect();
+        const handlers = new Set<(p: string) => void>();
+        client.on('notification', (msg) => {
+          if (msg.channel === channel) for (const h of handlers) h(msg.payload ?? '');
+        });
+        await client.query(`LISTEN ${quoteIdent(channel)}`);
+        entry = { client, handlers };
+        listeners.set(channel, entry);
+      }
+      entry.handlers.add(onNotify);
+      const current = entry;
+      return async () => {
+        current.handlers.delete(onNotify);
+      };
+    },
+    async close() {
+      for (const { client } of listeners.values()) client.release();
+      listeners.clear();
+      await pool.end();
+    },
+  };
+}
+
+async function openPglite(dataDir: string | undefined): Promise<SqlDatabase> {
+  const { PGlite } = await import('@electric-sql/pglite');
+  const parsers = Object.fromEntries(TEXT_TYPE_OIDS.map((oid) => [oid, (v: string) => v]));
+  const db = dataDir ? await PGlite.create(dataDir, { parsers }) : await PGlite.create({ parsers });
+  const run = async <Row>(ex: { query: (t: string, p?: unknown[]) => Promise<{ rows: unknown[]; affectedRows?: number }> }, text: string, params?: unknown[]) => {
+    const r = await ex.query(text, params);
+    return { rows: r.rows as Row[], rowCount: r.affectedRows ?? r.rows.length };
+  };
+  return {
+    kind: 'pglite',
+    query: (text, params) => run(db, text, params),
+    transaction: (fn) => db.transaction((tx) => fn({ query: (text, params) => run(tx, text, params) })),
+    async listen(channel, onNotify) {
+      const unsub = await db.listen(channel, onNotify);
+      return async () => unsub();
+    },
+    close: () => db.close(),
+  };
+}
+
+/** Quotes an SQL identifier; callers pass only names taken from the introspected schema. */
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
