@@ -42,17 +42,13 @@ export async function main(argv: string[], options: MainOptions = {}): Promise<n
   let exitCode: number = ExitCode.OK;
   let commandName = 'epetsync';
 
-  const program = buildProgram(async (spec, module, cmd, args) => {
-    commandName = fullName(cmd);
-    exitCode = await runCommand(spec, module, cmd, args, { env, cwd, stdout, stderr, handleSignals: options.handleSignals ?? true });
-  });
-  program.configureOutput({
-    writeOut: (s) => stdout.write(s),
-    writeErr: (s) => {
-      // Commander's own usage errors are re-rendered below in our two-line form.
-      if (!s.startsWith('error:')) stderr.write(s);
+  const program = buildProgram(
+    async (spec, module, cmd, args) => {
+      exitCode = await runCommand(spec, module, cmd, args, { env, cwd, stdout, stderr, handleSignals: options.handleSignals ?? true });
     },
-  });
+    { stdout, stderr },
+  );
+  commandName = commandPath(program, argv.slice(2));
 
   try {
     await program.parseAsync(argv);
@@ -77,8 +73,16 @@ export async function main(argv: string[], options: MainOptions = {}): Promise<n
 type Runner = (spec: CommandSpec, module: () => Promise<CommandModule<never, unknown>>, cmd: Command, args: string[]) => Promise<void>;
 
 /** Builds the commander program from the command registry; exported for the registry test. */
-export function buildProgram(runner: Runner): Command {
+export function buildProgram(runner: Runner, io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream } = process): Command {
   const program = new Command('epetsync')
+    // Set before the subcommands are added: commander copies it into each one at creation.
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => {
+        // Commander's own usage errors are re-rendered by main in the two-line Error/Try form.
+        if (!s.startsWith('error:')) io.stderr.write(s);
+      },
+    })
     .description("Keeps the Vet Portal desktop app's SQLite database and the web app's PostgreSQL database in step.")
     .version(packageVersion(), '-V, --version', 'print the epetsync version')
     .option('-c, --config <path>', 'config.json to use (default: $EPETSYNC_CONFIG, ./config.json, ./vet_desktop_app/config.json)')
@@ -106,6 +110,23 @@ function addCommand(parent: Command, spec: CommandSpec, runner: Runner): void {
       await runner(spec, load, self, args);
     });
   }
+}
+
+/** Returns the command path named on the command line (e.g. `epetsync serve user`), for usage hints. */
+function commandPath(program: Command, args: string[]): string {
+  const names = ['epetsync'];
+  let cmd = program;
+  const takesValue = new Set(['-c', '--config', '--log-level', '--log-file']);
+  for (let i = 0; i < args.length; i += 1) {
+    const arg = args[i]!;
+    if (takesValue.has(arg)) i += 1;
+    if (arg.startsWith('-')) continue;
+    const sub = cmd.commands.find((c) => c.name() === arg || c.aliases().includes(arg));
+    if (!sub) break;
+    names.push(sub.name());
+    cmd = sub;
+  }
+  return names.join(' ');
 }
 
 function fullName(cmd: Command): string {
