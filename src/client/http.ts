@@ -1,0 +1,169 @@
+/**
+ * The transport under RemoteDatabaseClient: one keep-alive undici Agent, gzip decoding and
+ * size-capped body readers (whole JSON bodies and NDJSON lines read as they arrive).
+ */
+import { createGunzip } from 'node:zlib';
+import { pipeline, type Readable } from 'node:stream';
+import type { IncomingHttpHeaders } from 'node:http';
+import { Agent } from 'undici';
+import { ProtocolError } from '../errors.js';
+
+/** Describes the transport's timeouts and TLS mode. */
+export interface TransportOptions {
+  connectTimeoutMs: number;
+  headersTimeoutMs: number;
+  bodyTimeoutMs: number;
+  insecureTls: boolean;
+}
+
+/** Describes one HTTP request. */
+export interface SendOptions {
+  url: URL;
+  method: 'GET' | 'POST' | 'DELETE';
+  headers: Record<string, string>;
+  body?: string | Buffer | Readable | undefined;
+  signal?: AbortSignal | undefined;
+  /** Per-request header timeout (long polls wait longer than the default). */
+  headersTimeoutMs?: number | undefined;
+}
+
+/** Describes an answer whose body has not been read yet. */
+export interface RawResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  requestId: string | undefined;
+  url: URL;
+  /** The decoded (gunzipped) body; iterate it once or call {@link RawResponse.discard}. */
+  body: Readable;
+  /** Drops the body so the connection can be reused or closed. */
+  discard(): void;
+}
+
+/** Sends requests over one keep-alive connection pool per origin. */
+export class Transport {
+  private readonly agent: Agent;
+
+  constructor(private readonly options: TransportOptions) {
+    this.agent = new Agent({
+      connect: { timeout: options.connectTimeoutMs, rejectUnauthorized: !options.insecureTls },
+      headersTimeout: options.headersTimeoutMs,
+      bodyTimeout: options.bodyTimeoutMs,
+      keepAliveTimeout: 10_000,
+      keepAliveMaxTimeout: 60_000,
+      connections: 8,
+    });
+  }
+
+  /** Sends a request and returns the answer with its body still streaming; transport failures reject. */
+  async send(req: SendOptions): Promise<RawResponse> {
+    const res = await this.agent.request({
+      origin: req.url.origin,
+      path: `${req.url.pathname}${req.url.search}`,
+      method: req.method,
+      headers: req.headers,
+      body: req.body ?? null,
+      signal: req.signal ?? null,
+      headersTimeout: req.headersTimeoutMs ?? this.options.headersTimeoutMs,
+      bodyTimeout: this.options.bodyTimeoutMs,
+    });
+    const raw = res.body as unknown as Readable;
+    const encoding = String(res.headers['content-encoding'] ?? 'identity').toLowerCase().trim();
+    let body: Readable;
+    if (encoding === 'gzip' || encoding === 'x-gzip') {
+      // pipeline destroys the gunzip stream with the socket's error, so a reset surfaces to the reader.
+      body = pipeline(raw, createGunzip(), () => {});
+    } else if (encoding === 'identity' || encoding === '') {
+      body = raw;
+    } else {
+      raw.destroy();
+      throw new ProtocolError('EPS_PROTOCOL_MALFORMED', `The server answered with an unsupported content encoding "${encoding.slice(0, 40)}"`, {
+        hint: 'Check for a proxy between this machine and the server that re-encodes answers.',
+      });
+    }
+    const requestId = firstHeader(res.headers['x-request-id']);
+    return {
+      status: res.statusCode,
+      headers: res.headers,
+      requestId,
+      url: req.url,
+      body,
+      discard: () => {
+        body.destroy();
+        raw.destroy();
+      },
+    };
+  }
+
+  /** Closes idle connections and stops the pool. */
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+
+  /** Drops every connection at once, including ones in use. */
+  async destroy(): Promise<void> {
+    await this.agent.destroy();
+  }
+}
+
+/** Returns the first value of a header. */
+export function firstHeader(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Reads a whole body into a Buffer, failing with EPS_PROTOCOL_TOO_LARGE past `maxBytes` (counted after decompression). */
+export async function readCapped(body: Readable, maxBytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > maxBytes) {
+      body.destroy();
+      throw tooLarge(maxBytes, 'answer');
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+/** Yields the lines of an NDJSON body as they arrive (never the whole body at once); a line longer than `maxLineBytes` fails. */
+export async function* ndjsonLines(body: AsyncIterable<Buffer>, maxLineBytes: number): AsyncGenerator<string> {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  for await (const chunk of body) {
+    let start = 0;
+    let newline = chunk.indexOf(10, start);
+    while (newline !== -1) {
+      const piece = chunk.subarray(start, newline);
+      let line: Buffer;
+      if (pendingBytes > 0) {
+        line = Buffer.concat([...pending, piece], pendingBytes + piece.length);
+        pending = [];
+        pendingBytes = 0;
+      } else {
+        line = piece;
+      }
+      if (line.length > maxLineBytes) throw tooLarge(maxLineBytes, 'line');
+      const end = line.length > 0 && line[line.length - 1] === 13 ? line.length - 1 : line.length;
+      if (end > 0) yield line.toString('utf8', 0, end);
+      start = newline + 1;
+      newline = chunk.indexOf(10, start);
+    }
+    if (start < chunk.length) {
+      const rest = chunk.subarray(start);
+      pending.push(rest);
+      pendingBytes += rest.length;
+      if (pendingBytes > maxLineBytes) throw tooLarge(maxLineBytes, 'line');
+    }
+  }
+  if (pendingBytes > 0) {
+    // A last line without "\n" is still a line; the caller decides whether the stream was complete.
+    yield Buffer.concat(pending, pendingBytes).toString('utf8');
+  }
+}
+
+function tooLarge(limit: number, what: 'answer' | 'line'): ProtocolError {
+  return new ProtocolError('EPS_PROTOCOL_TOO_LARGE', `The server sent ${what === 'line' ? 'a stream line' : 'an answer'} larger than the ${limit}-byte limit`, {
+    hint: 'Raise remote_database.max_response_bytes if the server is trusted and rows are really this large.',
+    details: { limit },
+  });
+}

@@ -1,0 +1,166 @@
+import { createServer, connect, type Server, type Socket } from 'node:net';
+
+/** A TCP proxy in front of a real server whose faults are switched on from a test. */
+export interface FaultProxy {
+  /** Port the proxy listens on (kept across refuse/accept). */
+  port: number;
+  /** `http://127.0.0.1:<port>`. */
+  url: string;
+  /** Connections accepted so far. */
+  connections(): number;
+  /** Closes the listener and drops every connection: new connections are refused. */
+  refuse(): Promise<void>;
+  /** Listens again on the same port. */
+  accept(): Promise<void>;
+  /** Resets (TCP RST) the connection once `bytes` more response bytes have been forwarded; once. */
+  resetAfter(bytes: number): void;
+  /** Holds the next response bytes for `ms` before forwarding them (slow headers); once. */
+  delayNext(ms: number): void;
+  /** Stops forwarding in both directions; data waits until {@link FaultProxy.resume}. */
+  pause(): void;
+  /** Forwards everything held since {@link FaultProxy.pause}. */
+  resume(): void;
+  /** Destroys every open connection (keep-alive sockets included). */
+  dropConnections(): void;
+  /** Turns every armed fault off. */
+  clear(): void;
+  close(): Promise<void>;
+}
+
+interface Pair {
+  client: Socket;
+  upstream: Socket;
+  held: Array<() => void>;
+}
+
+/** Starts a TCP proxy on an ephemeral loopback port forwarding to `target` (a URL or port on 127.0.0.1). */
+export async function startFaultProxy(target: string | number): Promise<FaultProxy> {
+  const targetUrl = typeof target === 'number' ? new URL(`http://127.0.0.1:${target}`) : new URL(target);
+  const targetPort = Number(targetUrl.port || (targetUrl.protocol === 'https:' ? 443 : 80));
+  const targetHost = targetUrl.hostname.replace(/^\[|\]$/g, '');
+  const pairs = new Set<Pair>();
+  let accepted = 0;
+  let paused = false;
+  let resetBudget: number | undefined;
+  let delayMs: number | undefined;
+
+  const onConnection = (client: Socket): void => {
+    accepted += 1;
+    const upstream = connect(targetPort, targetHost);
+    const pair: Pair = { client, upstream, held: [] };
+    pairs.add(pair);
+    const finish = (): void => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', finish);
+    upstream.on('error', finish);
+    client.on('close', finish);
+    upstream.on('close', finish);
+    client.on('data', (chunk: Buffer) => {
+      const send = (): void => {
+        if (!upstream.destroyed) upstream.write(chunk);
+      };
+      if (paused) pair.held.push(send);
+      else send();
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      const send = (): void => downstream(pair, chunk);
+      if (paused) pair.held.push(send);
+      else send();
+    });
+  };
+
+  const downstream = (pair: Pair, chunk: Buffer): void => {
+    if (pair.client.destroyed) return;
+    if (delayMs !== undefined) {
+      const ms = delayMs;
+      delayMs = undefined;
+      pair.upstream.pause();
+      setTimeout(() => {
+        pair.upstream.resume();
+        downstream(pair, chunk);
+      }, ms);
+      return;
+    }
+    if (resetBudget !== undefined) {
+      if (chunk.length >= resetBudget) {
+        const head = chunk.subarray(0, resetBudget);
+        resetBudget = undefined;
+        pair.client.write(head, () => {
+          pair.client.resetAndDestroy();
+          pair.upstream.destroy();
+        });
+        return;
+      }
+      resetBudget -= chunk.length;
+    }
+    pair.client.write(chunk);
+  };
+
+  let server: Server = createServer(onConnection);
+  const listen = (port: number): Promise<number> =>
+    new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => {
+        server.off('error', reject);
+        const address = server.address();
+        resolve(typeof address === 'object' && address ? address.port : port);
+      });
+    });
+  const port = await listen(0);
+
+  const dropConnections = (): void => {
+    for (const pair of pairs) {
+      pair.client.destroy();
+      pair.upstream.destroy();
+    }
+    pairs.clear();
+  };
+
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    connections: () => accepted,
+    async refuse() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        dropConnections();
+      });
+    },
+    async accept() {
+      server = createServer(onConnection);
+      await listen(port);
+    },
+    resetAfter(bytes) {
+      resetBudget = bytes;
+    },
+    delayNext(ms) {
+      delayMs = ms;
+    },
+    pause() {
+      paused = true;
+    },
+    resume() {
+      paused = false;
+      for (const pair of pairs) {
+        const held = pair.held.splice(0);
+        for (const send of held) send();
+      }
+    },
+    dropConnections,
+    clear() {
+      resetBudget = undefined;
+      delayMs = undefined;
+      paused = false;
+    },
+    async close() {
+      dropConnections();
+      await new Promise<void>((resolve) => {
+        if (!server.listening) resolve();
+        else server.close(() => resolve());
+      });
+    },
+  };
+}
