@@ -3,6 +3,11 @@ import { EpetsyncError } from '../errors.js';
 /** Runs SQL with `$1`-style parameters; the same text runs on PostgreSQL and PGlite. */
 export interface SqlExecutor {
   query<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<{ rows: Row[]; rowCount: number }>;
+  /**
+   * Streams `data` into a `COPY ... FROM STDIN` statement; present only inside a node-postgres
+   * transaction (PGlite has no COPY protocol from JS, so bulk loads fall back to INSERT there).
+   */
+  copyFrom?(copySql: string, data: Iterable<string>): Promise<void>;
 }
 
 /** Owns a PostgreSQL database for the server: a node-postgres pool or an embedded PGlite. */
@@ -42,6 +47,10 @@ async function openPostgres(url: string, poolSize: number): Promise<SqlDatabase>
   // Exact values: see TEXT_TYPE_OIDS.
   for (const oid of TEXT_TYPE_OIDS) pg.types.setTypeParser(oid, (v: string) => v);
   const pool = new pg.Pool({ connectionString: url, max: poolSize, application_name: 'epetsync-serve' });
+  // Timestamps come back as the server's text; UTC makes that text the wire spelling (docs/protocol.md).
+  pool.on('connect', (client) => {
+    client.query(`SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'`).catch(() => {});
+  });
   pool.on('error', () => {
     // An idle client lost its connection (server restart); the pool replaces it on next use.
   });
@@ -70,6 +79,12 @@ async function openPostgres(url: string, poolSize: number): Promise<SqlDatabase>
           async query(text, params) {
             const r = await client.query(text, params as unknown[]);
             return { rows: r.rows, rowCount: r.rowCount ?? 0 };
+          },
+          async copyFrom(copySql, data) {
+            const { from } = await import('pg-copy-streams');
+            const { Readable } = await import('node:stream');
+            const { pipeline } = await import('node:stream/promises');
+            await pipeline(Readable.from(data), client.query(from(copySql)));
           },
         });
         await client.query('COMMIT');
@@ -111,6 +126,8 @@ async function openPglite(dataDir: string | undefined): Promise<SqlDatabase> {
   const { PGlite } = await import('@electric-sql/pglite');
   const parsers = Object.fromEntries(TEXT_TYPE_OIDS.map((oid) => [oid, (v: string) => v]));
   const db = dataDir ? await PGlite.create(dataDir, { parsers }) : await PGlite.create({ parsers });
+  // One session for the life of the database: set outside any transaction so it sticks.
+  await db.exec(`SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'`);
   const run = async <Row>(ex: { query: (t: string, p?: unknown[]) => Promise<{ rows: unknown[]; affectedRows?: number }> }, text: string, params?: unknown[]) => {
     const r = await ex.query(text, params);
     return { rows: r.rows as Row[], rowCount: r.affectedRows ?? r.rows.length };

@@ -1,0 +1,62 @@
+import { PassThrough, type Readable } from 'node:stream';
+import { createGunzip, type Gunzip } from 'node:zlib';
+import { HttpError } from './http-error.js';
+
+/** Describes the request body limits: bytes on the wire and bytes after gzip decompression. */
+export interface BodyLimits {
+  maxBodyBytes: number;
+  maxDecompressedBytes: number;
+}
+
+/** Lists the default body limits of docs/protocol.md: 64 MiB on the wire, 256 MiB decompressed. */
+export const DEFAULT_BODY_LIMITS: BodyLimits = { maxBodyBytes: 64 * 1024 * 1024, maxDecompressedBytes: 256 * 1024 * 1024 };
+
+/**
+ * Returns the request body stream Fastify should parse: the raw bytes counted against the wire
+ * limit and, for `Content-Encoding: gzip`, inflated with a hard cap so a gzip bomb is cut off at
+ * the decompressed limit instead of filling memory. A Fastify `preParsing` hook.
+ */
+export function limitedBody(payload: Readable, headers: Record<string, string | string[] | undefined>, limits: BodyLimits): Readable {
+  const encoding = String(headers['content-encoding'] ?? 'identity').trim().toLowerCase();
+  if (encoding !== 'identity' && encoding !== 'gzip' && encoding !== 'x-gzip') {
+    throw new HttpError('UNSUPPORTED_MEDIA_TYPE', `Content-Encoding "${encoding.slice(0, 40)}" is not supported (send gzip or nothing)`, { content_encoding: encoding.slice(0, 40) });
+  }
+  const declared = Number(headers['content-length']);
+  if (Number.isFinite(declared) && declared > limits.maxBodyBytes) throw tooLarge(limits.maxBodyBytes, 'body');
+  const out = new PassThrough() as PassThrough & { receivedEncodedLength?: number };
+  const gzip = encoding !== 'identity';
+  let encoded = 0;
+  let decoded = 0;
+  let gunzip: Gunzip | undefined;
+  let failed = false;
+  const fail = (error: Error): void => {
+    if (failed) return;
+    failed = true;
+    payload.unpipe();
+    payload.resume(); // drain what is still coming so the socket can answer
+    gunzip?.destroy();
+    out.destroy(error);
+  };
+  payload.on('data', (chunk: Buffer) => {
+    encoded += chunk.length;
+    if (gzip) out.receivedEncodedLength = encoded;
+    if (encoded > limits.maxBodyBytes) fail(tooLarge(limits.maxBodyBytes, 'body'));
+  });
+  payload.on('error', (error) => fail(error));
+  if (!gzip) {
+    payload.pipe(out);
+    return out;
+  }
+  gunzip = createGunzip();
+  gunzip.on('data', (chunk: Buffer) => {
+    decoded += chunk.length;
+    if (decoded > limits.maxDecompressedBytes) fail(tooLarge(limits.maxDecompressedBytes, 'decompressed body'));
+  });
+  gunzip.on('error', () => fail(new HttpError('BAD_REQUEST', 'The gzip body is corrupt or truncated.', { problems: [{ path: 'body', message: 'is not valid gzip' }] })));
+  payload.pipe(gunzip).pipe(out);
+  return out;
+}
+
+function tooLarge(limit: number, what: string): HttpError {
+  return new HttpError('BODY_TOO_LARGE', `The ${what} is over the limit of ${limit} bytes.`, { limit });
+}

@@ -1,0 +1,305 @@
+import { createHash } from 'node:crypto';
+import { formatCursor, headCursor, parseCursor, type Cursor } from './cursor.js';
+import { fetchRowsByKey } from './feed.js';
+import { HttpError } from './http-error.js';
+import { quoteIdent, type SqlDatabase, type SqlExecutor } from './sql.js';
+import { castParam, type SyncSchema, type TableInfo } from './schema.js';
+import { fromWire } from './values.js';
+
+/** Names how the server settles a conflicting upload. */
+export type ConflictPolicy = 'server-wins' | 'client-wins' | 'newest-wins';
+
+/** One change of an upload batch as it arrives (already schema-checked by the route). */
+export interface UploadChange {
+  table: string;
+  op: 'upsert' | 'delete';
+  pk: Record<string, unknown>;
+  values?: Record<string, unknown> | null | undefined;
+  base_cursor?: string | undefined;
+}
+
+/** An upload batch as it arrives. */
+export interface UploadBatch {
+  batch_id: string;
+  base_cursor?: string | undefined;
+  changes: UploadChange[];
+}
+
+/** The result of one change. */
+export type ChangeResult =
+  | { index: number; status: 'applied' }
+  | { index: number; status: 'conflict'; resolution: 'server-wins' | 'client-wins'; conflict_id: string; server_values: Record<string, unknown> | null };
+
+/** The answer to an upload. */
+export interface UploadResult {
+  batch_id: string;
+  replayed: boolean;
+  applied: number;
+  conflicts: number;
+  results: ChangeResult[];
+  cursor: string;
+}
+
+/** Settings the upload needs from the server. */
+export interface UploadOptions {
+  node: string;
+  policy: ConflictPolicy;
+  updatedAtColumn?: string | undefined;
+}
+
+interface PreparedChange {
+  index: number;
+  table: TableInfo;
+  op: 'upsert' | 'delete';
+  /** Primary-key parameter text in primary-key order. */
+  key: Array<string | null>;
+  /** Columns and parameter text of an upsert. */
+  columns: string[];
+  params: Array<string | null>;
+  values: Record<string, unknown> | null;
+  base: Cursor | undefined;
+}
+
+/**
+ * Applies an upload batch in one transaction: idempotent by batch id, conflicts detected against
+ * the changelog after the base cursor and settled by the policy, both versions recorded.
+ */
+export async function applyUpload(db: SqlDatabase, schema: SyncSchema, batch: UploadBatch, options: UploadOptions): Promise<UploadResult> {
+  const prepared = prepareBatch(schema, batch);
+  const hash = requestHash(options.node, batch);
+  type Outcome = { replay: UploadResult } | { fresh: Omit<UploadResult, 'cursor'> };
+  const outcome = await db.transaction(async (tx): Promise<Outcome> => {
+    // Replays of one batch id racing each other wait here for the first to finish.
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtext('epetsync.batch'), hashtext($1::text))`, [batch.batch_id]);
+    const seen = await tx.query<{ request_hash: string; response: UploadResult }>(
+      `SELECT request_hash, response FROM epetsync.batches WHERE batch_id = $1::text`,
+      [batch.batch_id],
+    );
+    if (seen.rows[0]) {
+      if (seen.rows[0].request_hash !== hash) {
+        throw new HttpError('BATCH_ID_REUSED', `batch_id "${batch.batch_id}" was already used for a different batch`, { batch_id: batch.batch_id });
+      }
+      return { replay: seen.rows[0].response };
+    }
+    await tx.query(`SELECT set_config('epetsync.origin', $1::text, true)`, [options.node]);
+    const results: ChangeResult[] = [];
+    let applied = 0;
+    let conflicts = 0;
+    const touched = new Set<TableInfo>();
+    for (const change of prepared) {
+      const conflict = change.base ? await findConflict(tx, change, change.base, options.node) : false;
+      let apply = true;
+      let result: ChangeResult = { index: change.index, status: 'applied' };
+      if (conflict) {
+        const server = (await fetchRowsByKey(tx, change.table, [keyObject(change)])).get(0) ?? null;
+        const clientWins = options.policy === 'client-wins' || (options.policy === 'newest-wins' && (await clientIsNewer(tx, change, server, options.updatedAtColumn)));
+        const resolution = clientWins ? 'client-wins' : 'server-wins';
+        const { rows } = await tx.query<{ conflict_id: string }>(
+          `INSERT INTO epetsync.conflicts (batch_id, node_id, table_name, pk, client_op, client_values, server_values, policy, resolution)
+           VALUES ($1::text, $2::text, $3::text, $4::text::jsonb, $5::text, $6::text::jsonb, $7::text::jsonb, $8::text, $9::text)
+           RETURNING conflict_id::text AS conflict_id`,
+          [batch.batch_id, options.node, change.table.name, JSON.stringify(batch.changes[change.index]!.pk), change.op,
+            change.values === null ? null : JSON.stringify(change.values), server === null ? null : JSON.stringify(server), options.policy, resolution],
+        );
+        apply = clientWins;
+        conflicts += 1;
+        result = { index: change.index, status: 'conflict', resolution, conflict_id: rows[0]!.conflict_id, server_values: server };
+      }
+      if (apply) {
+        await applyChange(tx, change);
+        touched.add(change.table);
+        applied += 1;
+      }
+      results.push(result);
+    }
+    for (const t of touched) await advanceSequence(tx, t);
+    await tx.query(
+      `INSERT INTO epetsync.nodes (node_id, last_push_at) VALUES ($1::text, now())
+       ON CONFLICT (node_id) DO UPDATE SET last_push_at = now()`,
+      [options.node],
+    );
+    const response: Omit<UploadResult, 'cursor'> = { batch_id: batch.batch_id, replayed: false, applied, conflicts, results };
+    await tx.query(
+      `INSERT INTO epetsync.batches (batch_id, node_id, request_hash, response) VALUES ($1::text, $2::text, $3::text, $4::text::jsonb)`,
+      [batch.batch_id, options.node, hash, JSON.stringify(response)],
+    );
+    return { fresh: response };
+  });
+  if ('replay' in outcome) {
+    const original = outcome.replay as Partial<UploadResult> & Omit<UploadResult, 'cursor'>;
+    return { ...original, replayed: true, cursor: original.cursor ?? formatCursor(await headCursor(db)) };
+  }
+  const cursor = formatCursor(await headCursor(db));
+  // Kept for replays; a crash before this line only means a replay reports the head at that time.
+  await db
+    .query(`UPDATE epetsync.batches SET response = response || jsonb_build_object('cursor', $2::text) WHERE batch_id = $1::text`, [batch.batch_id, cursor])
+    .catch(() => {});
+  return { ...outcome.fresh, cursor };
+}
+
+/** Validates every change against the introspected schema before anything touches the database. */
+export function prepareBatch(schema: SyncSchema, batch: UploadBatch): PreparedChange[] {
+  const batchBase = batch.base_cursor === undefined ? undefined : parseCursor(batch.base_cursor, 'base_cursor');
+  return batch.changes.map((change, index) => {
+    const table = schema.byName.get(change.table);
+    if (!table) throw new HttpError('UNKNOWN_TABLE', `table "${change.table}" is not synced (change ${index})`, { table: change.table, index });
+    for (const name of Object.keys(change.pk)) {
+      if (!table.columnsByName.has(name)) throw unknownColumn(table, name, index);
+      if (!table.primaryKey.includes(name)) {
+        throw new HttpError('BAD_REQUEST', `column "${name}" is not part of the primary key of "${table.name}" (change ${index})`, { table: table.name, column: name, index });
+      }
+    }
+    const key = table.primaryKey.map((name) => {
+      if (!(name in change.pk) || change.pk[name] === null) {
+        throw new HttpError('MISSING_PRIMARY_KEY', `change ${index} on "${table.name}" lacks primary-key column "${name}"`, { table: table.name, column: name, index });
+      }
+      return decode(table, name, change.pk[name], index);
+    });
+    const base = change.base_cursor !== undefined ? parseCursor(change.base_cursor, `changes[${index}].base_cursor`) : batchBase;
+    if (change.op === 'delete') return { index, table, op: 'delete' as const, key, columns: [], params: [], values: null, base };
+    const values = change.values;
+    if (!values) throw new HttpError('BAD_REQUEST', `change ${index} is an upsert without values`, { index, problems: [`/changes/${index}/values is required for an upsert`] });
+    const columns: string[] = [];
+    const params: Array<string | null> = [];
+    for (const [name, value] of Object.entries(values)) {
+      if (!table.columnsByName.has(name)) throw unknownColumn(table, name, index);
+      columns.push(name);
+      params.push(decode(table, name, value, index));
+    }
+    table.primaryKey.forEach((name, k) => {
+      const i = columns.indexOf(name);
+      if (i === -1) throw new HttpError('MISSING_PRIMARY_KEY', `change ${index}: values lack primary-key column "${name}" of "${table.name}"`, { table: table.name, column: name, index });
+      if (params[i] !== key[k]) {
+        throw new HttpError('INVALID_VALUE', `change ${index}: values.${name} differs from pk.${name}`, { table: table.name, column: name, index });
+      }
+    });
+    return { index, table, op: 'upsert' as const, key, columns, params, values, base };
+  });
+}
+
+function decode(table: TableInfo, column: string, value: unknown, index: number): string | null {
+  const col = table.columnsByName.get(column)!;
+  const d = fromWire(col.kind, value, col.typname);
+  if (!d.ok) throw new HttpError('INVALID_VALUE', `${table.name}.${column} (change ${index}): ${d.reason}`, { table: table.name, column, index });
+  return d.param;
+}
+
+function unknownColumn(table: TableInfo, column: string, index: number): HttpError {
+  return new HttpError('UNKNOWN_COLUMN', `table "${table.name}" has no column "${column.slice(0, 100)}" (change ${index})`, { table: table.name, column, index });
+}
+
+function keyObject(change: PreparedChange): Record<string, string | null> {
+  return Object.fromEntries(change.table.primaryKey.map((name, k) => [name, change.key[k] ?? null]));
+}
+
+/** SQL building the changelog's pk jsonb from bound key text, exactly as the capture trigger does. */
+function changelogKeySql(table: TableInfo, firstParam: number): string {
+  return `jsonb_build_object(${table.primaryKey
+    .map((name, k) => `${quoteLiteral(name)}, to_jsonb(${castParam(table.columnsByName.get(name)!, `$${firstParam + k}`)}) #>> '{}'`)
+    .join(', ')})`;
+}
+
+async function findConflict(tx: SqlExecutor, change: PreparedChange, base: Cursor, node: string): Promise<boolean> {
+  const { rows } = await tx.query(
+    `SELECT 1 FROM epetsync.changelog c
+      WHERE c.table_name = $1::text AND c.pk = ${changelogKeySql(change.table, 5)}
+        AND (c.txid, c.seq) > ($2::text::xid8, $3::text::bigint) AND c.origin IS DISTINCT FROM $4::text
+      LIMIT 1`,
+    [change.table.name, base.txid, base.seq, node, ...change.key],
+  );
+  return rows.length > 0;
+}
+
+async function clientIsNewer(tx: SqlExecutor, change: PreparedChange, server: Record<string, unknown> | null, column: string | undefined): Promise<boolean> {
+  if (!column || server === null || change.op !== 'upsert') return false;
+  const col = change.table.columnsByName.get(column);
+  const i = change.columns.indexOf(column);
+  if (!col || i === -1 || change.params[i] === null) return false;
+  const serverValue = fromWire(col.kind, server[column], col.typname);
+  if (!serverValue.ok || serverValue.param === null) return true;
+  const { rows } = await tx.query<{ newer: boolean }>(
+    `SELECT ${castParam(col, '$1')} > ${castParam(col, '$2')} AS newer`,
+    [change.params[i], serverValue.param],
+  );
+  return rows[0]?.newer === true;
+}
+
+async function applyChange(tx: SqlExecutor, change: PreparedChange): Promise<void> {
+  const t = change.table;
+  if (change.op === 'delete') {
+    const where = t.primaryKey.map((name, k) => `${quoteIdent(name)} = ${castParam(t.columnsByName.get(name)!, `$${k + 1}`)}`).join(' AND ');
+    await runChange(tx, change.index, `DELETE FROM ${t.sqlName} WHERE ${where}`, change.key);
+    return;
+  }
+  const cols = change.columns.map((c) => quoteIdent(c)).join(', ');
+  const vals = change.columns.map((c, i) => castParam(t.columnsByName.get(c)!, `$${i + 1}`)).join(', ');
+  const updates = change.columns.filter((c) => !t.primaryKey.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`);
+  const overriding = change.columns.some((c) => t.columnsByName.get(c)!.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
+  const onConflict = updates.length > 0 ? `DO UPDATE SET ${updates.join(', ')}` : 'DO NOTHING';
+  await runChange(
+    tx,
+    change.index,
+    `INSERT INTO ${t.sqlName} (${cols})${overriding} VALUES (${vals}) ON CONFLICT (${t.primaryKey.map((c) => quoteIdent(c)).join(', ')}) ${onConflict}`,
+    change.params,
+  );
+}
+
+async function runChange(tx: SqlExecutor, index: number, sql: string, params: unknown[]): Promise<void> {
+  try {
+    await tx.query(sql, params);
+  } catch (error) {
+    throw databaseRefusal(error, { index });
+  }
+}
+
+/** Maps a PostgreSQL refusal (constraint, bad value) to its wire error; anything else is rethrown as is. */
+export function databaseRefusal(error: unknown, details: Record<string, unknown>): unknown {
+  const e = error as { code?: unknown; message?: unknown; column?: unknown; constraint?: unknown; table?: unknown };
+  const code = typeof e.code === 'string' ? e.code : '';
+  const where = 'index' in details ? `change ${String(details.index)}` : `line ${String(details.line)}`;
+  const extra: Record<string, unknown> = { ...details };
+  if (typeof e.table === 'string') extra.table = e.table;
+  if (typeof e.column === 'string') extra.column = e.column;
+  if (typeof e.constraint === 'string') extra.constraint = e.constraint;
+  if (code.startsWith('23')) return new HttpError('CONSTRAINT_VIOLATION', `${where}: ${String(e.message)}`, { ...extra, sqlstate: code });
+  if (code.startsWith('22')) return new HttpError('INVALID_VALUE', `${where}: ${String(e.message)}`, { ...extra, sqlstate: code });
+  return error;
+}
+
+/**
+ * Moves a serial/identity sequence past the largest id present, so ids that arrived explicitly
+ * (uploads, bulk loads) are not handed out again to the web app's next insert.
+ */
+export async function advanceSequence(tx: SqlExecutor, table: TableInfo): Promise<void> {
+  if (!table.pkSequence) return;
+  const pk = quoteIdent(table.primaryKey[0]!);
+  await tx.query(
+    `SELECT setval($1::text::regclass, m.max_id)
+       FROM (SELECT max(${pk})::bigint AS max_id FROM ${table.sqlName}) m
+      WHERE m.max_id IS NOT NULL
+        AND m.max_id >= coalesce(pg_sequence_last_value($1::text::regclass) + 1,
+                                 (SELECT seqstart FROM pg_sequence WHERE seqrelid = $1::text::regclass))`,
+    [table.pkSequence],
+  );
+}
+
+/** Returns the hash that tells a replay (same content) from a reused batch id. */
+export function requestHash(node: string, batch: UploadBatch): string {
+  return createHash('sha256').update(canonicalJson({ node, base_cursor: batch.base_cursor ?? null, changes: batch.changes })).digest('hex');
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    return `{${Object.keys(value)
+      .sort()
+      .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+function quoteLiteral(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
