@@ -88,10 +88,14 @@ export async function startFaultProxy(target: string | number): Promise<FaultPro
       if (chunk.length >= resetBudget) {
         const head = chunk.subarray(0, resetBudget);
         resetBudget = undefined;
-        pair.client.write(head, () => {
-          pair.client.resetAndDestroy();
-          pair.upstream.destroy();
-        });
+        pair.upstream.pause();
+        // Let the client read what was sent first: a RST discards data still unread in its kernel buffer.
+        pair.client.write(head, () =>
+          setTimeout(() => {
+            pair.client.resetAndDestroy();
+            pair.upstream.destroy();
+          }, 100),
+        );
         return;
       }
       resetBudget -= chunk.length;

@@ -1,0 +1,358 @@
+/**
+ * RemoteDatabaseClient against the real sync server (startSyncServer) over real PostgreSQL, with
+ * the TCP fault proxy in between for refused connections, resets mid-body and slow headers.
+ */
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { RemoteDatabaseClient, readState, writeState, type RemoteClientOptions, type SnapshotEvent } from '../../src/client/index.js';
+import { AuthError, ConnectionError } from '../../src/errors.js';
+import { redactText } from '../../src/redact.js';
+import { createAccount } from '../../src/server/auth/index.js';
+import { startSyncServer, type SyncServer } from '../../src/server/index.js';
+import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
+import { createTestDatabase, pgQuery, type TestDatabase } from '../helpers/pg.js';
+
+const USER = 'drsmith';
+const PASSWORD = 'Vet-Pa55word-for-tests';
+const OWNERS = 3000;
+const FAST_RETRY = { retries: 3, baseDelayMs: 50, maxDelayMs: 200 };
+
+let db: TestDatabase;
+let server: SyncServer;
+let proxy: FaultProxy;
+let dir: string;
+let stateFile: string;
+
+beforeAll(async () => {
+  db = await createTestDatabase('epsclient');
+  await pgQuery(db.url, `CREATE TABLE clinic_owner (id bigserial PRIMARY KEY, name text NOT NULL, email text)`);
+  await pgQuery(db.url, `CREATE TABLE clinic_pet (id bigserial PRIMARY KEY, owner_id bigint NOT NULL REFERENCES clinic_owner(id), name varchar(100) NOT NULL)`);
+  await pgQuery(db.url, `CREATE TABLE clinic_visit (id bigint PRIMARY KEY, pet_name text NOT NULL, notes text)`);
+  await pgQuery(db.url, `INSERT INTO clinic_owner (name, email) SELECT 'Owner ' || g || ' Ménard 🐾', CASE WHEN g % 3 = 0 THEN NULL ELSE 'o' || g || '@example.org' END FROM generate_series(1, ${OWNERS}) g`);
+  await pgQuery(db.url, `INSERT INTO clinic_pet (owner_id, name) VALUES (1, 'Rex'), (2, 'Tom')`);
+  server = await startSyncServer({ databaseUrl: db.url, port: 0 });
+  await createAccount(server.db, USER, PASSWORD);
+  proxy = await startFaultProxy(server.port);
+}, 60_000);
+
+afterAll(async () => {
+  await proxy?.close();
+  await server?.close();
+  await db?.drop();
+});
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'eps-client-int-'));
+  stateFile = join(dir, '.epetsync', 'state.json');
+  proxy.clear();
+  return () => rmSync(dir, { recursive: true, force: true });
+});
+
+function client(options: Partial<RemoteClientOptions> = {}): RemoteDatabaseClient {
+  return new RemoteDatabaseClient({ url: server.url, username: USER, password: PASSWORD, nodeId: 'desk-1', stateFile, retries: FAST_RETRY, ...options });
+}
+
+async function collect(iterable: AsyncIterable<SnapshotEvent>): Promise<SnapshotEvent[]> {
+  const out: SnapshotEvent[] = [];
+  for await (const e of iterable) out.push(e);
+  return out;
+}
+
+async function caught(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => new Error('expected a failure'),
+    (e: unknown) => e,
+  );
+}
+
+describe('RemoteDatabaseClient against the real server', () => {
+  it('discovers the API from the discovery document and caches it with the server identity', async () => {
+    const c = client();
+    const found = await c.discover();
+    expect(found.source).toBe('discovery');
+    expect(found.base).toBe(`${server.url}/api/database/`);
+    expect(found.serverIdentity).toEqual({ service: 'epetsync', protocol: 1, serverVersion: expect.any(String) });
+    expect(readState(stateFile).endpoint?.endpoints.sync).toBe('/api/database/sync/');
+    await c.close();
+  });
+
+  it('obtains a token with username and password, caches it 0600 and reuses it', async () => {
+    const c = client();
+    const first = await c.authenticate();
+    expect(first.source).toBe('login');
+    expect(Date.parse(first.expiresAt!)).toBeGreaterThan(Date.now() + 3600_000);
+    const saved = readState(stateFile).token!;
+    expect(saved.username).toBe(USER);
+    expect(statSync(stateFile).mode & 0o777).toBe(0o600);
+    expect(redactText(`token=${saved.value}`)).toBe('token=[REDACTED]');
+    await c.close();
+    const again = client();
+    expect((await again.authenticate()).source).toBe('cache');
+    await again.info();
+    await again.close();
+  });
+
+  it('returns validated server info with the synced tables and this node', async () => {
+    const c = client({ nodeId: 'desk-info' });
+    await c.changesSince('c1.0.0', { limit: 1 });
+    const info = await c.info();
+    expect(info.protocol).toBe(1);
+    expect(info.tables.map((t) => t.name)).toEqual(expect.arrayContaining(['clinic_owner', 'clinic_pet', 'clinic_visit']));
+    expect(info.tables.findIndex((t) => t.name === 'clinic_owner')).toBeLessThan(info.tables.findIndex((t) => t.name === 'clinic_pet'));
+    expect(info.client?.node_id).toBe('desk-info');
+    await c.close();
+  });
+
+  it('streams a snapshot: begin cursor, table headers, every row once, end', async () => {
+    const c = client();
+    const events = await collect(c.snapshot(['clinic_owner', 'clinic_pet']));
+    expect(events[0]).toMatchObject({ type: 'begin', cursor: expect.any(String) });
+    expect(events[1]).toEqual({ type: 'table', table: 'clinic_owner', columns: ['id', 'name', 'email'], primaryKey: ['id'] });
+    const ownerRows = events.filter((e) => e.type === 'row' && e.table === 'clinic_owner');
+    expect(ownerRows).toHaveLength(OWNERS);
+    expect(ownerRows[0]).toEqual({ type: 'row', table: 'clinic_owner', values: ['1', 'Owner 1 Ménard 🐾', 'o1@example.org'] });
+    expect(events.at(-1)).toEqual({ type: 'end', tables: 2, rows: OWNERS + 2, cursor: (events[0] as { cursor: string }).cursor });
+    await c.close();
+  });
+
+  it('uploads a batch, replays it idempotently, and keeps it out of its own feed', async () => {
+    const c = client({ nodeId: 'desk-up' });
+    const head = (await c.info()).head_cursor;
+    const batch = {
+      batch_id: 'desk-up:00000001',
+      base_cursor: head,
+      changes: [{ table: 'clinic_pet', op: 'upsert' as const, pk: { id: '100' }, values: { id: '100', owner_id: '1', name: 'Uploaded' } }],
+    };
+    const answer = await c.upload(batch);
+    expect(answer).toMatchObject({ batch_id: 'desk-up:00000001', replayed: false, applied: 1, conflicts: 0, results: [{ index: 0, status: 'applied' }] });
+    expect(await c.upload(batch)).toMatchObject({ replayed: true, applied: 1 });
+    expect(await pgQuery(db.url, 'SELECT name FROM clinic_pet WHERE id = 100')).toEqual([{ name: 'Uploaded' }]);
+    const own = await c.changesSince(head);
+    expect(own.changes.filter((ch) => ch.table === 'clinic_pet')).toEqual([]);
+    const other = client({ nodeId: 'desk-other' });
+    const seen = await other.changesSince(head);
+    expect(seen.changes).toContainEqual({ table: 'clinic_pet', op: 'upsert', pk: { id: '100' }, values: { id: '100', owner_id: '1', name: 'Uploaded' }, origin: 'desk-up' });
+    await c.close();
+    await other.close();
+  });
+
+  it('carries the change index of a rejected upload', async () => {
+    const c = client();
+    const error = await caught(
+      c.upload({
+        batch_id: 'desk-1:bad',
+        changes: [
+          { table: 'clinic_pet', op: 'upsert', pk: { id: '200' }, values: { id: '200', owner_id: '1', name: 'Ok' } },
+          { table: 'clinic_pet', op: 'upsert', pk: { id: '201' }, values: { id: '201', owner_id: '999999', name: 'Orphan' } },
+        ],
+      }),
+    );
+    expect(error).toMatchObject({ code: 'EPS_REQUEST_REJECTED', status: 409, wireCode: 'CONSTRAINT_VIOLATION', details: { index: 1 } });
+    expect(await pgQuery(db.url, 'SELECT id FROM clinic_pet WHERE id IN (200, 201)')).toEqual([]);
+    await c.close();
+  });
+
+  it('wakes a long poll within a second of a commit', async () => {
+    const c = client({ nodeId: 'desk-poll' });
+    const head = (await c.info()).head_cursor;
+    const started = Date.now();
+    const poll = c.changesSince(head, { wait: 20, tables: ['clinic_owner'] });
+    await new Promise((r) => setTimeout(r, 400));
+    await pgQuery(db.url, `INSERT INTO clinic_owner (name) VALUES ('Woken')`);
+    const page = await poll;
+    const elapsed = Date.now() - started;
+    expect(page.changes.map((ch) => ch.values?.name)).toEqual(['Woken']);
+    expect(elapsed).toBeLessThan(5000);
+    await c.close();
+  });
+
+  it('stops a long poll at once when its signal aborts', async () => {
+    const c = client({ nodeId: 'desk-stop' });
+    const head = (await c.info()).head_cursor;
+    const controller = new AbortController();
+    const started = Date.now();
+    const poll = caught(c.changesSince(head, { wait: 30, tables: ['clinic_visit'], signal: controller.signal }));
+    setTimeout(() => controller.abort(), 200);
+    expect(await poll).toMatchObject({ code: 'EPS_INTERRUPTED', exitCode: 130 });
+    expect(Date.now() - started).toBeLessThan(3000);
+    await c.close();
+  });
+
+  it('bulk-loads rows streamed from an async iterable and reports where the load stands', async () => {
+    const c = client();
+    async function* rows(from: number, to: number): AsyncGenerator<unknown[]> {
+      for (let i = from; i <= to; i++) yield [String(i), `Pet ${i}`, i % 2 === 0 ? null : 'vaccinated ✓'];
+    }
+    const first = await c.bulkLoad('clinic_visit', rows(1, 20_000), { loadId: 'load-1', columns: ['id', 'pet_name', 'notes'] });
+    expect(first).toEqual({ table: 'clinic_visit', load_id: 'load-1', rows: 20_000, total_rows: 20_000, last_key: ['20000'] });
+    const second = await c.bulkLoad('clinic_visit', rows(20_001, 20_010), { loadId: 'load-1', columns: ['id', 'pet_name', 'notes'] });
+    expect(second).toMatchObject({ rows: 10, total_rows: 20_010, last_key: ['20010'] });
+    expect(await c.bulkStatus('clinic_visit', 'load-1')).toEqual({ table: 'clinic_visit', load_id: 'load-1', total_rows: 20_010, last_key: ['20010'] });
+    expect(await c.bulkStatus('clinic_visit', 'unknown-load')).toMatchObject({ total_rows: 0, last_key: null });
+    expect(await pgQuery(db.url, 'SELECT count(*)::int AS n FROM clinic_visit')).toEqual([{ n: 20_010 }]);
+    await c.close();
+  });
+
+  it('re-discovers once when a cached endpoint answers 404', async () => {
+    writeState(stateFile, {
+      other: { kept: true },
+      endpoint: {
+        url: new URL(server.url).href,
+        base: `${server.url}/old/api/database/`,
+        endpoints: { sync: '/old/api/database/sync/', download: '/old/api/database/download/', upload: '/old/api/database/upload/' },
+        serverIdentity: null,
+        discoveredAt: '2026-01-01T00:00:00Z',
+      },
+    });
+    const c = client();
+    expect((await c.info()).protocol).toBe(1);
+    const state = readState(stateFile);
+    expect(state.endpoint?.base).toBe(`${server.url}/api/database/`);
+    expect(state.other).toEqual({ kept: true });
+    await c.close();
+  });
+});
+
+describe('RemoteDatabaseClient auth failures against the real server', () => {
+  it('reports wrong credentials without retrying or leaking the password', async () => {
+    const c = client({ password: 'Wrong-Pa55word-xyz' });
+    const error = await caught(c.info());
+    expect(error).toBeInstanceOf(AuthError);
+    expect(error).toMatchObject({ code: 'EPS_AUTH_FAILED', exitCode: 4, details: { status: 401, wire_code: 'INVALID_CREDENTIALS' } });
+    expect((error as Error).message).toMatch(/^The server rejected the username and password/);
+    expect(JSON.stringify(error)).not.toContain('Wrong-Pa55word-xyz');
+    expect((error as AuthError).hint).toContain('remote_database.username');
+    await c.close();
+  });
+
+  it('re-authenticates once when the token expires mid-session', async () => {
+    const c = client({ nodeId: 'desk-exp' });
+    await c.info();
+    await pgQuery(db.url, `UPDATE epetsync.tokens SET expires_at = now() - interval '1 second' WHERE username = $1`, [USER]);
+    const info = await c.info();
+    expect(info.protocol).toBe(1);
+    const live = await pgQuery<{ n: number }>(db.url, `SELECT count(*)::int AS n FROM epetsync.tokens WHERE username = $1 AND expires_at > now()`, [USER]);
+    expect(live[0]!.n).toBeGreaterThanOrEqual(1);
+    await c.close();
+  });
+
+  it('fails with EPS_AUTH_EXPIRED when an expired configured token cannot be renewed', async () => {
+    const issuer = client();
+    await issuer.authenticate();
+    const token = readState(stateFile).token!.value;
+    await pgQuery(db.url, `UPDATE epetsync.tokens SET expires_at = now() - interval '1 second' WHERE username = $1`, [USER]);
+    const c = new RemoteDatabaseClient({ url: server.url, token, nodeId: 'desk-tok', retries: FAST_RETRY });
+    const error = await caught(c.info());
+    expect(error).toBeInstanceOf(AuthError);
+    expect(error).toMatchObject({ code: 'EPS_AUTH_EXPIRED', details: { wire_code: 'TOKEN_EXPIRED' } });
+    expect((error as Error).message).not.toContain(token);
+    await issuer.close();
+    await c.close();
+  });
+});
+
+describe('RemoteDatabaseClient through the fault proxy', () => {
+  function viaProxy(options: Partial<RemoteClientOptions> = {}): RemoteDatabaseClient {
+    return client({ url: proxy.url, ...options });
+  }
+
+  it('reports a refused connection by name', async () => {
+    await proxy.refuse();
+    try {
+      const error = await caught(viaProxy({ retries: 0 }).info());
+      expect(error).toBeInstanceOf(ConnectionError);
+      expect(error).toMatchObject({ code: 'EPS_CONNECT_REFUSED', exitCode: 3 });
+      expect((error as Error).message).toBe(`The server 127.0.0.1:${proxy.port} refused the connection`);
+      expect((error as ConnectionError).hint).toContain('server is running');
+    } finally {
+      await proxy.accept();
+    }
+  });
+
+  it('retries a refused connection until the server is back', async () => {
+    const c = viaProxy({ retries: { retries: 5, baseDelayMs: 200, maxDelayMs: 400 } });
+    await c.discover();
+    await proxy.refuse();
+    setTimeout(() => void proxy.accept(), 500);
+    expect((await c.info()).protocol).toBe(1);
+    await c.close();
+  });
+
+  it('resumes a snapshot reset in the middle of its body, yielding every row exactly once', async () => {
+    const logged: string[] = [];
+    const logger = pino({ level: 'warn' }, new Writable({ write: (chunk: Buffer, _enc, done) => { logged.push(chunk.toString()); done(); } }));
+    const c = viaProxy({ logger });
+    await c.info();
+    const connectionsBefore = proxy.connections();
+    proxy.resetAfter(20_000);
+    const events = await collect(c.snapshot(['clinic_owner', 'clinic_pet']));
+    expect(proxy.connections()).toBeGreaterThan(connectionsBefore);
+    expect(logged.join('')).toContain('snapshot interrupted');
+    expect(logged.join('')).toContain('"after":true');
+    const ids = events.filter((e) => e.type === 'row' && e.table === 'clinic_owner').map((e) => (e as { values: unknown[] }).values[0]);
+    const expected = await pgQuery<{ n: number }>(db.url, 'SELECT count(*)::int AS n FROM clinic_owner');
+    expect(ids).toHaveLength(expected[0]!.n);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(events.filter((e) => e.type === 'table').map((e) => (e as { table: string }).table)).toEqual(['clinic_owner', 'clinic_pet']);
+    expect(events.filter((e) => e.type === 'begin')).toHaveLength(1);
+    expect(events.at(-1)).toMatchObject({ type: 'end', tables: 2 });
+    await c.close();
+  });
+
+  it('retries a reset before the first row of a snapshot without duplicating a table', async () => {
+    const c = viaProxy();
+    await c.info();
+    proxy.resetAfter(600);
+    const events = await collect(c.snapshot(['clinic_pet']));
+    expect(events.filter((e) => e.type === 'table')).toHaveLength(1);
+    const rows = events.filter((e) => e.type === 'row');
+    expect(new Set(rows.map((e) => JSON.stringify(e))).size).toBe(rows.length);
+    expect(events.at(-1)).toMatchObject({ type: 'end', tables: 1, rows: rows.length });
+    await c.close();
+  });
+
+  it('reports a reset mid-body as EPS_CONNECT_RESET when retries are spent', async () => {
+    const c = viaProxy({ retries: 0 });
+    await c.discover();
+    await c.authenticate();
+    proxy.resetAfter(300);
+    const error = await caught(c.info());
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect(error).toMatchObject({ code: 'EPS_CONNECT_RESET' });
+    expect((error as Error).message).toContain(`The connection to 127.0.0.1:${proxy.port} was closed`);
+    await c.close();
+  });
+
+  it('times out slow headers, and succeeds when a retry is allowed', async () => {
+    const slow = viaProxy({ retries: 0, requestTimeoutMs: 400 });
+    await slow.discover();
+    await slow.authenticate();
+    proxy.delayNext(1500);
+    const error = await caught(slow.info());
+    expect(error).toMatchObject({ code: 'EPS_CONNECT_TIMEOUT' });
+    expect((error as Error).message).toBe(`The server 127.0.0.1:${proxy.port} did not start answering in time (UND_ERR_HEADERS_TIMEOUT)`);
+    await slow.close();
+
+    const patient = viaProxy({ requestTimeoutMs: 400 });
+    await patient.info();
+    proxy.delayNext(1500);
+    expect((await patient.info()).protocol).toBe(1);
+    await patient.close();
+  });
+
+  it('times out a body that stalls (paused link)', async () => {
+    const c = viaProxy({ retries: 0, requestTimeoutMs: 500 });
+    await c.info();
+    const iterator = c.snapshot(['clinic_owner']);
+    await iterator.next();
+    proxy.pause();
+    const error = await caught(collect(iterator));
+    proxy.resume();
+    expect(error).toMatchObject({ code: 'EPS_CONNECT_TIMEOUT' });
+    await c.close();
+  });
+});
