@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { hashPassword, hasherOf, verifyDjangoHash, verifyScryptHash } from '../../src/server/auth/passwords.js';
-import { FailureLimiter } from '../../src/server/auth/rate-limit.js';
+import { FailureLimiter, clientKey } from '../../src/server/auth/rate-limit.js';
 import { looksLikeToken, newToken, tokenHash } from '../../src/server/auth/tokens.js';
 
 describe('auth passwords', () => {
@@ -67,5 +67,27 @@ describe('auth rate limit', () => {
     limiter.fail('c', 2);
     expect(limiter.retryAfter('a', 3)).toBe(0);
     expect(limiter.retryAfter('c', 3)).toBe(60);
+  });
+
+  it('takes back one failure counted up front', () => {
+    const limiter = new FailureLimiter({ max: 2, windowSeconds: 60 });
+    limiter.fail('k', 5);
+    limiter.fail('k', 5);
+    expect(limiter.retryAfter('k', 5)).toBe(60);
+    limiter.forgive('k', 5);
+    expect(limiter.retryAfter('k', 5)).toBe(0);
+    limiter.forgive('k', 5);
+    limiter.forgive('k', 5);
+    expect(limiter.retryAfter('k', 5)).toBe(0);
+  });
+
+  it('keys IPv4 by address and IPv6 by /64', () => {
+    expect(clientKey('192.0.2.1')).toBe('192.0.2.1');
+    expect(clientKey('::ffff:192.0.2.1')).toBe('192.0.2.1');
+    expect(clientKey('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(clientKey('2001:0DB8:0000:0000:1:2:3:4')).toBe('2001:db8:0:0::/64');
+    expect(clientKey('2001:db8:1:2:3::')).toBe('2001:db8:1:2::/64');
+    expect(clientKey('::1')).toBe('0:0:0:0::/64');
+    expect(clientKey('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
   });
 });

@@ -1,6 +1,6 @@
 import { createHash, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
-import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type LightMyRequestResponse } from 'fastify';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -30,7 +30,7 @@ function djangoHash(password: string, digest: 'sha256' | 'sha1' = 'sha256', iter
 /** Collects everything the server logs, to prove no secret is in it. */
 class LogCapture {
   readonly lines: string[] = [];
-  readonly logger = pino(
+  readonly logger: FastifyBaseLogger = pino(
     { level: 'trace' },
     new Writable({
       write: (chunk: Buffer, _enc, done) => {
@@ -367,6 +367,31 @@ describe('auth', () => {
         expect((await login(limited, 'drsmith', PW.drsmith, { ip: '10.1.1.1' })).statusCode).toBe(429);
         clock += 6000;
         expect((await login(limited, 'drsmith', PW.drsmith, { ip: '10.1.1.1' })).statusCode).toBe(200);
+      } finally {
+        await limited.close();
+      }
+    });
+
+    it('counts parallel guesses before they are checked, so a burst cannot pass the limit', async () => {
+      const limited = await buildApp(db, log);
+      try {
+        const answers = await Promise.all(Array.from({ length: 16 }, (_, i) => login(limited, 'admin', `${PW.wrong}${i}`, { ip: `10.2.0.${i}` })));
+        const codes = answers.map((a) => a.statusCode).sort();
+        expect(codes.filter((c) => c === 401)).toHaveLength(10);
+        expect(codes.filter((c) => c === 429)).toHaveLength(6);
+      } finally {
+        await limited.close();
+      }
+    });
+
+    it('counts IPv6 clients by their /64', async () => {
+      const limited = await buildApp(db, log, { rateLimit: { perIp: { max: 3, windowSeconds: 60 } } });
+      try {
+        for (const suffix of ['1', '2', 'abcd:1']) {
+          expect((await login(limited, `guess-${suffix}`, PW.wrong, { ip: `2001:db8:5:7::${suffix}` })).statusCode).toBe(401);
+        }
+        expect((await login(limited, 'admin', PW.admin, { ip: '2001:db8:5:7:ffff::9' })).statusCode).toBe(429);
+        expect((await login(limited, 'admin', PW.admin, { ip: '2001:db8:5:8::1' })).statusCode).toBe(200);
       } finally {
         await limited.close();
       }

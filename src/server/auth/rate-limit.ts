@@ -35,6 +35,15 @@ export class FailureLimiter {
     if (this.failures.size > this.maxKeys) this.evict(nowMs);
   }
 
+  /** Takes back one failure recorded at `atMs` (an attempt counted up front that turned out right). */
+  forgive(key: string, atMs: number): void {
+    const all = this.failures.get(key);
+    const index = all?.lastIndexOf(atMs) ?? -1;
+    if (index < 0) return;
+    all!.splice(index, 1);
+    if (all!.length === 0) this.failures.delete(key);
+  }
+
   /** Forgets the failures of `key` (after a successful login). */
   reset(key: string): void {
     this.failures.delete(key);
@@ -58,4 +67,16 @@ export class FailureLimiter {
       this.failures.delete(key);
     }
   }
+}
+
+/** Returns the rate-limit key of a client address: IPv4 as is, IPv6 by its /64 (one host usually holds the whole /64). */
+export function clientKey(ip: string): string {
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(ip);
+  if (mapped) return mapped[1]!;
+  if (!ip.includes(':')) return ip;
+  const [head = '', tail = ''] = ip.split('%', 1)[0]!.toLowerCase().split('::', 2) as [string?, string?];
+  const left = head === '' ? [] : head.split(':');
+  const right = ip.includes('::') ? (tail === '' ? [] : tail.split(':')) : [];
+  const groups = ip.includes('::') ? [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }

@@ -15,7 +15,7 @@ import {
   type SyncRule,
 } from './accounts.js';
 import { dummyDjangoHash, dummyScryptHash, verifyDjangoHash, verifyScryptHash, type PasswordCheck } from './passwords.js';
-import { FailureLimiter, type LimitRule } from './rate-limit.js';
+import { FailureLimiter, clientKey, type LimitRule } from './rate-limit.js';
 import { renderHttpError } from './render-error.js';
 import { findToken, looksLikeToken, newToken, revokeToken, storeToken } from './tokens.js';
 
@@ -98,32 +98,34 @@ export async function registerAuth(app: FastifyInstance, options: AuthOptions): 
   };
 
   const login = async (request: FastifyRequest, reply: FastifyReply): Promise<TokenAnswer> => {
-    const body = request.body as { username?: unknown; password?: unknown };
+    const body = (request.body ?? {}) as { username?: unknown; password?: unknown };
     // Ajv may coerce types; accept only real strings.
     if (typeof body.username !== 'string' || typeof body.password !== 'string') {
       throw new HttpError('BAD_REQUEST', 'username and password must be strings.', { problems: [{ path: 'body', message: 'username and password must be strings' }] });
     }
     const { username, password } = body;
     const nowMs = now().getTime();
-    const ipKey = request.ip;
+    const ipKey = clientKey(request.ip);
     const userKey = username.toLowerCase();
     const wait = Math.max(byIp.retryAfter(ipKey, nowMs), byUsername.retryAfter(userKey, nowMs));
     if (wait > 0) {
       request.log.warn({ ip: request.ip, retry_after: wait }, 'login refused: too many failed attempts');
       throw new HttpError('RATE_LIMITED', `Too many failed logins; try again in ${wait} s.`, { retry_after: wait }, wait);
     }
+    // Counted as failed until proven right, so that parallel guesses cannot all slip under the limit.
+    byIp.fail(ipKey, nowMs);
+    byUsername.fail(userKey, nowMs);
     const info = await sources.get();
     const account = await findAccount(db, info.source, username);
     if (!(await verify(account, password, info, request))) {
-      byIp.fail(ipKey, nowMs);
-      byUsername.fail(userKey, nowMs);
       // An unknown name is often a password typed into the wrong field: log that it was unknown, not what it was.
       request.log.warn(account ? { username: account.username, source: info.source } : { unknown_user: true, source: info.source }, 'login failed: invalid credentials');
       throw new HttpError('INVALID_CREDENTIALS', 'Invalid username or password.');
     }
+    byIp.forgive(ipKey, nowMs);
+    byUsername.reset(userKey);
     const refused = await refusal(db, account!, rule, info);
     if (refused) throw forbidden(account!, refused, ruleText, request);
-    byUsername.reset(userKey);
     const token = newToken();
     const issuedAt = new Date(Math.floor(nowMs / 1000) * 1000);
     const expiresAt = new Date(issuedAt.getTime() + ttl * 1000);

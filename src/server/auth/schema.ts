@@ -32,7 +32,10 @@ export async function installAuthSchema(db: SqlExecutor): Promise<void> {
       await db.query(sql);
     } catch (error) {
       if (!RACE_CODES.has((error as { code?: string }).code ?? '')) throw error;
-      await db.query(sql);
+      // Inside a caller's transaction the retry meets an aborted transaction; report the real cause.
+      await db.query(sql).catch(() => {
+        throw error;
+      });
     }
   }
 }
