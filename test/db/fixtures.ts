@@ -108,3 +108,13 @@ export function makeClinicFolder(database: Record<string, unknown> = {}): Clinic
   writeFileSync(config, `${JSON.stringify({ database: { path: 'db.sqlite3', backup_dir: 'backups', ...database }, logging: { file: logFile } }, null, 2)}\n`);
   return { root, dir, config, db: join(dir, 'db.sqlite3'), backupDir: join(dir, 'backups'), logFile };
 }
+
+/**
+ * Returns the stderr lines of a failed CLI run without the log echo (`error: epetsync status failed (…)`)
+ * that the terminal logger adds before them, so tests pin the `Error:`/`Try:` lines exactly.
+ */
+export function errorLines(stderr: string): string[] {
+  return stderr
+    .split('\n')
+    .filter((line) => line !== '' && !/^error: epetsync [a-z -]+ failed \(/.test(line));
+}
