@@ -46,10 +46,15 @@ async function openPostgres(url: string, poolSize: number): Promise<SqlDatabase>
   const { default: pg } = await import('pg');
   // Exact values: see TEXT_TYPE_OIDS.
   for (const oid of TEXT_TYPE_OIDS) pg.types.setTypeParser(oid, (v: string) => v);
-  const pool = new pg.Pool({ connectionString: url, max: poolSize, application_name: 'epetsync-serve' });
-  // Timestamps come back as the server's text; UTC makes that text the wire spelling (docs/protocol.md).
-  pool.on('connect', (client) => {
-    client.query(`SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'`).catch(() => {});
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: poolSize,
+    application_name: 'epetsync-serve',
+    // Timestamps come back as the server's text; UTC makes that text the wire spelling (docs/protocol.md).
+    // Awaited by the pool before the client is handed out.
+    onConnect: async (client) => {
+      await client.query(`SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'`);
+    },
   });
   pool.on('error', () => {
     // An idle client lost its connection (server restart); the pool replaces it on next use.
