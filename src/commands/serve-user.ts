@@ -19,8 +19,10 @@ export interface ServeUserOptions {
 export interface AddResult {
   username: string;
   action: AccountChange;
-  /** Where the database is: `postgres` (a URL) or `pglite` (embedded). */
+  /** Which engine holds the account: `postgres` (a URL) or `pglite` (embedded). */
   engine: 'postgres' | 'pglite';
+  /** The database changed: the embedded folder, or the URL without its credentials. */
+  database: string;
 }
 
 /** Describes what `serve user remove` did. */
@@ -28,6 +30,8 @@ export interface RemoveResult {
   username: string;
   removed: true;
   tokens_revoked: number;
+  /** The database changed: the embedded folder, or the URL without its credentials. */
+  database: string;
 }
 
 /** Describes the accounts `serve user list` found. */
@@ -35,20 +39,26 @@ export interface ListResult {
   /** Where `epetsync serve` takes accounts from on this database. */
   source: AccountSource;
   accounts: AccountSummary[];
+  /** The database read: the embedded folder, or the URL without its credentials. */
+  database: string;
 }
 
 const PASSWORD_ENV = 'EPETSYNC_NEW_PASSWORD';
 const MIN_PASSWORD_LENGTH = 8;
 
-async function withDatabase<T>(ctx: CommandContext, opts: ServeUserOptions, fn: (db: SqlDatabase) => Promise<T>): Promise<T> {
-  const dataDir = opts.dataDir ?? defaultDataDir(ctx.hasConfig() ? ctx.config().dir : undefined, ctx.cwd);
+// Every result names the database it touched, so an account never lands somewhere unnoticed.
+async function withDatabase<T>(ctx: CommandContext, opts: ServeUserOptions, fn: (db: SqlDatabase, database: string) => Promise<T>): Promise<T> {
+  const dataDir = resolve(ctx.cwd, opts.dataDir ?? defaultDataDir(ctx.hasConfig() ? ctx.config().dir : undefined, ctx.cwd));
   let db: SqlDatabase;
+  let database: string;
   if (opts.databaseUrl) {
     db = await openSqlDatabase({ databaseUrl: opts.databaseUrl });
+    database = displayUrl(opts.databaseUrl);
   } else {
+    database = dataDir;
     try {
       // PGlite creates the data folder itself but not its parents.
-      mkdirSync(dirname(resolve(dataDir)), { recursive: true });
+      mkdirSync(dirname(dataDir), { recursive: true });
       db = await openSqlDatabase({ dataDir });
     } catch (cause) {
       throw new EpetsyncError('EPS_SERVE_DATABASE', `Cannot open the embedded database in ${dataDir}: ${(cause as Error).message}`, {
@@ -59,7 +69,7 @@ async function withDatabase<T>(ctx: CommandContext, opts: ServeUserOptions, fn: 
   }
   try {
     await installAuthSchema(db);
-    return await fn(db);
+    return await fn(db, database);
   } finally {
     await db.close();
   }
@@ -71,7 +81,7 @@ export const add: CommandModule<ServeUserOptions, AddResult> = {
     const username = args[0] ?? '';
     // Fail on a missing password before touching the database.
     const fromEnv = envPassword(ctx, username);
-    return withDatabase(ctx, opts, async (db) => {
+    return withDatabase(ctx, opts, async (db, database) => {
       const { source } = await detectSource(db);
       if (source === 'django') {
         throw new UsageError('EPS_USAGE', `This database has the web app's Django auth_user table, so epetsync serve uses the web app's users; "${username}" was not added.`, {
@@ -81,11 +91,12 @@ export const add: CommandModule<ServeUserOptions, AddResult> = {
       const password = checkPassword(fromEnv ?? (await promptPassword(ctx, username)));
       const action = await createAccount(db, username, password);
       ctx.logger.info({ username, action }, `account ${action}`);
-      return { username, action, engine: db.kind };
+      return { username, action, engine: db.kind, database };
     });
   },
   render(result, out) {
     out.line(result.action === 'created' ? `Added account "${result.username}".` : `Updated the password of "${result.username}" and revoked its tokens.`);
+    out.line(`Database: ${result.database}`);
   },
 };
 
@@ -93,33 +104,35 @@ export const add: CommandModule<ServeUserOptions, AddResult> = {
 export const remove: CommandModule<ServeUserOptions, RemoveResult> = {
   async run(ctx, opts, args) {
     const username = args[0] ?? '';
-    return withDatabase(ctx, opts, async (db) => {
+    return withDatabase(ctx, opts, async (db, database) => {
       const { removed, tokensRevoked } = await removeAccount(db, username);
       if (!removed) {
         throw new UsageError('EPS_USAGE', `There is no epetsync account named "${username}".`, { hint: 'Run "epetsync serve user list" to see the accounts.' });
       }
       ctx.logger.info({ username, tokens_revoked: tokensRevoked }, 'account removed');
-      return { username, removed: true, tokens_revoked: tokensRevoked };
+      return { username, removed: true, tokens_revoked: tokensRevoked, database };
     });
   },
   render(result, out) {
     const tokens = result.tokens_revoked === 1 ? '1 token' : `${result.tokens_revoked} tokens`;
     out.line(`Removed account "${result.username}" (${tokens} revoked).`);
+    out.line(`Database: ${result.database}`);
   },
 };
 
 /** Lists epetsync's own accounts: `epetsync serve user list`. */
 export const list: CommandModule<ServeUserOptions, ListResult> = {
   async run(ctx, opts) {
-    return withDatabase(ctx, opts, async (db) => {
+    return withDatabase(ctx, opts, async (db, database) => {
       const { source } = await detectSource(db);
-      return { source, accounts: await listAccounts(db) };
+      return { source, accounts: await listAccounts(db), database };
     });
   },
   render(result, out) {
     if (result.source === 'django') {
       out.note("This database has the web app's Django auth_user table: epetsync serve uses the web app's users, not the accounts below.");
     }
+    out.note(`Database: ${result.database}`);
     if (result.accounts.length === 0) {
       out.line('No epetsync accounts. Add one with: epetsync serve user add <username>');
       return;
@@ -130,6 +143,16 @@ export const list: CommandModule<ServeUserOptions, ListResult> = {
     );
   },
 };
+
+/** Returns a connection string without its credentials and query (which can hold a password too). */
+function displayUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname}`;
+  } catch {
+    return 'the PostgreSQL database of --database-url';
+  }
+}
 
 /** Returns the password from EPETSYNC_NEW_PASSWORD, undefined when a terminal can ask for it, else fails. */
 function envPassword(ctx: CommandContext, username: string): string | undefined {

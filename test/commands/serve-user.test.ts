@@ -1,11 +1,36 @@
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, type CliRun } from '../helpers/cli.js';
+import { BIN, runCli, type CliRun } from '../helpers/cli.js';
 import { createTestDatabase, pgQuery, type TestDatabase } from '../helpers/pg.js';
 
 const PASSWORD = 'front-desk-Pa55';
+
+/** Runs the built binary inside a pseudo-terminal (util-linux script), typing each answer after its prompt. */
+function onTerminal(args: string, cwd: string, answers: string[]): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn('script', ['-qec', `"${process.execPath}" "${BIN}" ${args}`, '/dev/null'], {
+      cwd,
+      env: { ...process.env, NO_COLOR: '1', CI: 'true', DATABASE_URL: '', EPETSYNC_NEW_PASSWORD: '' },
+    });
+    let output = '';
+    let prompts = 0;
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.stdout.on('data', (d: Buffer) => {
+      output += d.toString();
+      // Answer only once the prompt is shown: by then the terminal is in raw mode and echoes nothing.
+      const seen = (output.match(/Password for|Repeat the password/g) ?? []).length;
+      while (prompts < seen && prompts < answers.length) child.stdin.write(`${answers[prompts++]}\r`);
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolvePromise({ code, output });
+    });
+  });
+}
 
 function lastLines(text: string, n: number): string[] {
   return text.trimEnd().split('\n').slice(-n);
@@ -28,18 +53,21 @@ describe('serve user (built binary)', () => {
       rmSync(dir, { recursive: true, force: true });
     });
 
+    // Until the CLI hands --data-dir to 'serve user' (see the next test), the default folder is used.
+    const usedDir = (): string => (existsSync(join(dataDir, 'PG_VERSION')) ? dataDir : join(dir, '.epetsync', 'pgdata'));
+
     it('adds an account with the password from EPETSYNC_NEW_PASSWORD', async () => {
       const added = await run(['serve', 'user', 'add', 'frontdesk'], { EPETSYNC_NEW_PASSWORD: PASSWORD });
       expect(added.stderr).toBe('');
-      expect(added).toEqual({ code: 0, stdout: 'Added account "frontdesk".\n', stderr: '' });
+      expect(added).toEqual({ code: 0, stdout: `Added account "frontdesk".\nDatabase: ${usedDir()}\n`, stderr: '' });
       const again = await run(['serve', 'user', 'add', 'frontdesk'], { EPETSYNC_NEW_PASSWORD: `${PASSWORD}2` });
-      expect(again).toEqual({ code: 0, stdout: 'Updated the password of "frontdesk" and revoked its tokens.\n', stderr: '' });
+      expect(again).toEqual({ code: 0, stdout: `Updated the password of "frontdesk" and revoked its tokens.\nDatabase: ${usedDir()}\n`, stderr: '' });
       const second = await run(['--json', 'serve', 'user', 'add', 'vet.on-call'], { EPETSYNC_NEW_PASSWORD: PASSWORD });
       expect(second.code).toBe(0);
       expect(JSON.parse(second.stdout)).toEqual({
         ok: true,
         command: 'epetsync serve user add',
-        result: { username: 'vet.on-call', action: 'created', engine: 'pglite' },
+        result: { username: 'vet.on-call', action: 'created', engine: 'pglite', database: usedDir() },
       });
       expect(second.stdout + second.stderr).not.toContain(PASSWORD);
     });
@@ -51,7 +79,8 @@ describe('serve user (built binary)', () => {
     it('lists the accounts as JSON and as a table', async () => {
       const listed = await run(['--json', 'serve', 'user', 'list']);
       expect(listed.code).toBe(0);
-      const doc = JSON.parse(listed.stdout) as { ok: boolean; command: string; result: { source: string; accounts: Array<Record<string, unknown>> } };
+      const doc = JSON.parse(listed.stdout) as { ok: boolean; command: string; result: { source: string; database: string; accounts: Array<Record<string, unknown>> } };
+      expect(doc.result.database).toBe(usedDir());
       expect(doc.ok).toBe(true);
       expect(doc.command).toBe('epetsync serve user list');
       expect(doc.result.source).toBe('epetsync');
@@ -61,13 +90,14 @@ describe('serve user (built binary)', () => {
       ]);
       const table = await run(['serve', 'user', 'list']);
       expect(table.code).toBe(0);
+      expect(table.stderr).toBe(`Database: ${usedDir()}\n`);
       expect(table.stdout.split('\n')[0]).toMatch(/^USERNAME\s+ACTIVE\s+CREATED\s+TOKENS$/);
       expect(table.stdout).toMatch(/^frontdesk\s+yes\s+\S+\s+0$/m);
     });
 
     it('removes an account, and says so when there is none', async () => {
       const removed = await run(['serve', 'user', 'remove', 'vet.on-call']);
-      expect(removed).toEqual({ code: 0, stdout: 'Removed account "vet.on-call" (0 tokens revoked).\n', stderr: '' });
+      expect(removed).toEqual({ code: 0, stdout: `Removed account "vet.on-call" (0 tokens revoked).\nDatabase: ${usedDir()}\n`, stderr: '' });
       const missing = await run(['serve', 'user', 'remove', 'vet.on-call']);
       expect(missing.code).toBe(2);
       expect(lastLines(missing.stderr, 2)).toEqual(['Error: There is no epetsync account named "vet.on-call".', 'Try: Run "epetsync serve user list" to see the accounts.']);
@@ -86,6 +116,20 @@ describe('serve user (built binary)', () => {
       const json = await run(['--json', 'serve', 'user', 'add', 'nopass']);
       expect(json.code).toBe(2);
       expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, error: { code: 'EPS_USAGE', hint: expect.stringContaining('EPETSYNC_NEW_PASSWORD') } });
+    });
+
+    it.skipIf(process.platform !== 'linux')('asks for the password twice on a terminal without echoing it', async () => {
+      const typed = 'typed-on-a-tty-9';
+      const ok = await onTerminal(`serve user add ttyuser --data-dir ${dataDir}`, dir, [typed, typed]);
+      expect(ok.code).toBe(0);
+      expect(ok.output).not.toContain(typed);
+      expect(ok.output).toMatch(/^Password for "ttyuser": \r?\nRepeat the password: \r?\nAdded account "ttyuser"\./);
+      const differ = await onTerminal(`serve user add ttyuser2 --data-dir ${dataDir}`, dir, [typed, `${typed}x`]);
+      expect(differ.code).toBe(2);
+      expect(differ.output).toContain('Error: The two passwords differ; nothing was changed.');
+      const listed = JSON.parse((await run(['--json', 'serve', 'user', 'list'])).stdout) as { result: { accounts: Array<{ username: string }> } };
+      expect(listed.result.accounts.map((a) => a.username)).toContain('ttyuser');
+      expect(listed.result.accounts.map((a) => a.username)).not.toContain('ttyuser2');
     });
 
     it('refuses a short password and a username Django would refuse', async () => {
@@ -115,7 +159,8 @@ describe('serve user (built binary)', () => {
     it("adds an account, then refuses once the web app's Django auth_user table exists", async () => {
       const env = { DATABASE_URL: pgdb.url, EPETSYNC_NEW_PASSWORD: PASSWORD };
       const added = await runCli(['serve', 'user', 'add', 'frontdesk'], { cwd: dir, env });
-      expect(added).toEqual({ code: 0, stdout: 'Added account "frontdesk".\n', stderr: '' });
+      const shown = new URL(pgdb.url);
+      expect(added).toEqual({ code: 0, stdout: `Added account "frontdesk".\nDatabase: postgres://${shown.host}/${pgdb.name}\n`, stderr: '' });
       const rows = await pgQuery<{ username: string; password_hash: string }>(pgdb.url, 'SELECT username, password_hash FROM epetsync.users');
       expect(rows).toEqual([{ username: 'frontdesk', password_hash: expect.stringMatching(/^scrypt\$32768\$8\$1\$/) }]);
       expect(existsSync(join(dir, '.epetsync'))).toBe(false);
