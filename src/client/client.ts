@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
-import { Readable } from 'node:stream';
+import { pipeline, Readable } from 'node:stream';
 import { createGzip, gzipSync } from 'node:zlib';
 import type { z } from 'zod';
 import type { EpetsyncConfig } from '../config/index.js';
@@ -602,7 +602,13 @@ export class RemoteDatabaseClient {
   async bulkLoad(table: string, rows: AsyncIterable<unknown[]> | Iterable<unknown[]>, options: BulkLoadOptions): Promise<BulkLoadResponse> {
     if (!ID_PATTERN.test(options.loadId)) throw new UsageError('EPS_USAGE', `Load id ${JSON.stringify(options.loadId.slice(0, 140))} is not 1–128 characters of A-Z a-z 0-9 . _ : -`);
     const signal = this.signalFor(options.signal);
-    const body = Readable.from(ndjsonChunks(options.columns, rows)).pipe(createGzip());
+    let sourceError: unknown;
+    const source = Readable.from(ndjsonChunks(options.columns, rows));
+    source.on('error', (error) => {
+      sourceError ??= error;
+    });
+    // pipeline, not pipe: a failing row source must end the request instead of leaving it hanging.
+    const body = pipeline(source, createGzip(), () => {});
     // The body can be sent only once: no retry here. A failed request changed nothing; the caller resumes from bulkStatus().
     const answer = await this.request(
       {
@@ -616,7 +622,10 @@ export class RemoteDatabaseClient {
       (res) => this.readJson(res, bulkLoadResponseSchema, 'bulk-load answer'),
       undefined,
       { body, contentType: 'application/x-ndjson', contentEncoding: 'gzip' },
-    );
+    ).catch((error: unknown) => {
+      // The rows' own failure (a local read error) is the story, not the connection it broke.
+      throw sourceError ?? error;
+    });
     if (answer.table !== table || answer.load_id !== options.loadId) throw malformed(`The bulk-load answer is for ${answer.table}/${answer.load_id}, not ${table}/${options.loadId}`);
     return answer;
   }

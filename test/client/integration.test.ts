@@ -2,7 +2,8 @@
  * RemoteDatabaseClient against the real sync server (startSyncServer) over real PostgreSQL, with
  * the TCP fault proxy in between for refused connections, resets mid-body and slow headers.
  */
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -197,6 +198,28 @@ describe('RemoteDatabaseClient against the real server', () => {
     await c.close();
   });
 
+  it('reports a bulk load the server refuses, naming the line, and loads nothing', async () => {
+    const c = client();
+    const unknown = await caught(c.bulkLoad('clinic_nope', [['1']], { loadId: 'load-x', columns: ['id'] }));
+    expect(unknown).toMatchObject({ code: 'EPS_REQUEST_REJECTED', status: 400, wireCode: 'UNKNOWN_TABLE' });
+    const bad = await caught(c.bulkLoad('clinic_visit', [['900001', 'Ok', null], ['not-a-number', 'Bad', null]], { loadId: 'load-bad', columns: ['id', 'pet_name', 'notes'] }));
+    expect(bad).toMatchObject({ code: 'EPS_REQUEST_REJECTED', wireCode: 'INVALID_VALUE', details: { line: 3 } });
+    expect(await pgQuery(db.url, 'SELECT id FROM clinic_visit WHERE id = 900001')).toEqual([]);
+    await c.close();
+  });
+
+  it('ends a bulk load with the row source\'s own error when reading rows fails', async () => {
+    const c = client();
+    async function* failing(): AsyncGenerator<unknown[]> {
+      yield ['910001', 'Ok', null];
+      throw new Error('local database went away');
+    }
+    const error = await caught(c.bulkLoad('clinic_visit', failing(), { loadId: 'load-fail', columns: ['id', 'pet_name', 'notes'] }));
+    expect((error as Error).message).toBe('local database went away');
+    expect(await pgQuery(db.url, 'SELECT id FROM clinic_visit WHERE id = 910001')).toEqual([]);
+    await c.close();
+  });
+
   it('re-discovers once when a cached endpoint answers 404', async () => {
     writeState(stateFile, {
       other: { kept: true },
@@ -315,6 +338,19 @@ describe('RemoteDatabaseClient through the fault proxy', () => {
     await c.close();
   });
 
+  it('retries an upload whose answer was cut off and gets the original result back, applied once', async () => {
+    const c = viaProxy({ nodeId: 'desk-cut' });
+    await c.info();
+    proxy.resetAfter(40);
+    const answer = await c.upload({
+      batch_id: 'desk-cut:00000001',
+      changes: [{ table: 'clinic_owner', op: 'upsert', pk: { id: '50000' }, values: { id: '50000', name: 'Cut Once' } }],
+    });
+    expect(answer).toMatchObject({ replayed: true, applied: 1, results: [{ index: 0, status: 'applied' }] });
+    expect(await pgQuery(db.url, `SELECT count(*)::int AS n FROM clinic_owner WHERE name = 'Cut Once'`)).toEqual([{ n: 1 }]);
+    await c.close();
+  });
+
   it('reports a reset mid-body as EPS_CONNECT_RESET when retries are spent', async () => {
     const c = viaProxy({ retries: 0 });
     await c.discover();
@@ -353,6 +389,50 @@ describe('RemoteDatabaseClient through the fault proxy', () => {
     const error = await caught(collect(iterator));
     proxy.resume();
     expect(error).toMatchObject({ code: 'EPS_CONNECT_TIMEOUT' });
+    await c.close();
+  });
+});
+
+describe('RemoteDatabaseClient TLS and DNS failures', () => {
+  let tlsProxy: FaultProxy;
+  let certDir: string;
+
+  beforeAll(async () => {
+    certDir = mkdtempSync(join(tmpdir(), 'eps-cert-'));
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+      '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(certDir, 'key.pem'), '-out', join(certDir, 'cert.pem')], { stdio: 'ignore' });
+    tlsProxy = await startFaultProxy(server.port, { tls: { key: readFileSync(join(certDir, 'key.pem'), 'utf8'), cert: readFileSync(join(certDir, 'cert.pem'), 'utf8') } });
+  });
+  afterAll(async () => {
+    await tlsProxy?.close();
+    rmSync(certDir, { recursive: true, force: true });
+  });
+
+  it('refuses a self-signed certificate, naming TLS and what to check, without retrying', async () => {
+    const c = client({ url: tlsProxy.url });
+    const before = tlsProxy.connections();
+    const error = await caught(c.info());
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect(error).toMatchObject({ code: 'EPS_CONNECT_TLS', exitCode: 3, details: { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' } });
+    expect((error as Error).message).toMatch(/^TLS with 127\.0\.0\.1:\d+ failed: .*\(DEPTH_ZERO_SELF_SIGNED_CERT\)$/);
+    expect((error as ConnectionError).hint).toContain('certificate');
+    expect(tlsProxy.connections() - before).toBe(1);
+    await c.close();
+  });
+
+  it('talks to a self-signed server with --insecure, warning about it', async () => {
+    const warnings: string[] = [];
+    const c = client({ url: tlsProxy.url, insecureTls: true, onWarning: (m) => warnings.push(m) });
+    expect((await c.info()).protocol).toBe(1);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/^TLS certificate verification is OFF/);
+    await c.close();
+  });
+
+  it('names a host that does not resolve', async () => {
+    const c = client({ url: 'https://no-such-host.invalid' });
+    const error = await caught(c.info());
+    expect(error).toMatchObject({ code: 'EPS_CONNECT_DNS', message: expect.stringMatching(/^Cannot resolve the server host name no-such-host\.invalid \((ENOTFOUND|EAI_AGAIN)\)$/) });
     await c.close();
   });
 });

@@ -1,10 +1,11 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 
 /** A TCP proxy in front of a real server whose faults are switched on from a test. */
 export interface FaultProxy {
   /** Port the proxy listens on (kept across refuse/accept). */
   port: number;
-  /** `http://127.0.0.1:<port>`. */
+  /** `http://127.0.0.1:<port>` (https with TLS). */
   url: string;
   /** Connections accepted so far. */
   connections(): number;
@@ -33,8 +34,8 @@ interface Pair {
   held: Array<() => void>;
 }
 
-/** Starts a TCP proxy on an ephemeral loopback port forwarding to `target` (a URL or port on 127.0.0.1). */
-export async function startFaultProxy(target: string | number): Promise<FaultProxy> {
+/** Starts a TCP proxy on an ephemeral loopback port forwarding to `target` (a URL or port on 127.0.0.1); with `tls`, it terminates TLS. */
+export async function startFaultProxy(target: string | number, options: { tls?: { key: string; cert: string } } = {}): Promise<FaultProxy> {
   const targetUrl = typeof target === 'number' ? new URL(`http://127.0.0.1:${target}`) : new URL(target);
   const targetPort = Number(targetUrl.port || (targetUrl.protocol === 'https:' ? 443 : 80));
   const targetHost = targetUrl.hostname.replace(/^\[|\]$/g, '');
@@ -45,7 +46,6 @@ export async function startFaultProxy(target: string | number): Promise<FaultPro
   let delayMs: number | undefined;
 
   const onConnection = (client: Socket): void => {
-    accepted += 1;
     const upstream = connect(targetPort, targetHost);
     const pair: Pair = { client, upstream, held: [] };
     pairs.add(pair);
@@ -103,7 +103,15 @@ export async function startFaultProxy(target: string | number): Promise<FaultPro
     pair.client.write(chunk);
   };
 
-  let server: Server = createServer(onConnection);
+  const newServer = (): Server => {
+    const created = options.tls ? createTlsServer(options.tls, onConnection) : createServer(onConnection);
+    // Counted at TCP accept, so a TLS handshake that fails still counts as a connection.
+    created.on('connection', () => {
+      accepted += 1;
+    });
+    return created;
+  };
+  let server: Server = newServer();
   const listen = (port: number): Promise<number> =>
     new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -125,7 +133,7 @@ export async function startFaultProxy(target: string | number): Promise<FaultPro
 
   return {
     port,
-    url: `http://127.0.0.1:${port}`,
+    url: `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     connections: () => accepted,
     async refuse() {
       await new Promise<void>((resolve) => {
@@ -134,7 +142,7 @@ export async function startFaultProxy(target: string | number): Promise<FaultPro
       });
     },
     async accept() {
-      server = createServer(onConnection);
+      server = newServer();
       await listen(port);
     },
     resetAfter(bytes) {
