@@ -260,6 +260,29 @@ describe('auth', () => {
       expect(errorOf(res).code).toBe('TOKEN_EXPIRED');
     });
 
+    it('deletes tokens a week after they expired or were revoked, at the next login', async () => {
+      const rows: Array<[string, string, string | null]> = [
+        ['old-expired', "now() - interval '8 days'", null],
+        ['old-revoked', "now() + interval '1 hour'", "now() - interval '8 days'"],
+        ['recent-expired', "now() - interval '6 days'", null],
+      ];
+      for (const [name, expires, revoked] of rows) {
+        await pgQuery(
+          pgdb.url,
+          `INSERT INTO epetsync.tokens (token_hash, username, source, user_id, expires_at, revoked_at) VALUES ($1, 'drsmith', 'django', 1, ${expires}, ${revoked ?? 'NULL'})`,
+          [sha256(name)],
+        );
+      }
+      const fresh = await buildApp(db, log);
+      try {
+        await tokenFor(fresh, 'drsmith', PW.drsmith);
+      } finally {
+        await fresh.close();
+      }
+      const left = await pgQuery<{ h: Buffer }>(pgdb.url, 'SELECT token_hash AS h FROM epetsync.tokens WHERE token_hash = ANY($1)', [rows.map(([n]) => sha256(n))]);
+      expect(left.map((r) => r.h.toString('hex'))).toEqual([sha256('recent-expired').toString('hex')]);
+    });
+
     it('answers 401 TOKEN_INVALID for a tampered or made-up token', async () => {
       const token = await tokenFor(app, 'drsmith', PW.drsmith);
       secrets.push(token);

@@ -17,7 +17,7 @@ import {
 import { dummyDjangoHash, dummyScryptHash, verifyDjangoHash, verifyScryptHash, type PasswordCheck } from './passwords.js';
 import { FailureLimiter, clientKey, type LimitRule } from './rate-limit.js';
 import { renderHttpError } from './render-error.js';
-import { findToken, looksLikeToken, newToken, revokeToken, storeToken } from './tokens.js';
+import { findToken, looksLikeToken, newToken, purgeTokens, revokeToken, storeToken } from './tokens.js';
 
 /** Names the account a request was authenticated as; set on `request.account` by `app.requireSync`. */
 export interface SyncAccount {
@@ -67,6 +67,9 @@ const LOGIN_BODY = {
 } as const;
 
 const WWW_AUTHENTICATE = 'Bearer realm="epetsync"';
+// Dead token rows are kept a week (who logged in, when it ended), then deleted at most hourly.
+const TOKEN_KEEP_DAYS = 7;
+const PURGE_EVERY_MS = 3600_000;
 
 /**
  * Registers `POST /api/auth/token/`, `POST /api-token-auth/` and `DELETE /api/auth/token/`, and
@@ -83,6 +86,17 @@ export async function registerAuth(app: FastifyInstance, options: AuthOptions): 
   const byUsername = new FailureLimiter(options.rateLimit?.perUsername ?? DEFAULT_RATE_LIMITS.perUsername);
   const sources = sourceCache(db, (options.sourceCacheSeconds ?? 30) * 1000);
   const dummies = dummyHashes();
+  let lastPurge = Number.NEGATIVE_INFINITY;
+  const purge = async (request: FastifyRequest): Promise<void> => {
+    if (performance.now() - lastPurge < PURGE_EVERY_MS) return;
+    lastPurge = performance.now();
+    try {
+      const purged = await purgeTokens(db, TOKEN_KEEP_DAYS);
+      if (purged > 0) request.log.info({ purged }, 'old tokens deleted');
+    } catch (error) {
+      request.log.warn({ err: error }, 'could not delete old tokens');
+    }
+  };
 
   const verify = async (account: StoredAccount | undefined, password: string, info: SourceInfo, request: FastifyRequest): Promise<boolean> => {
     let check: PasswordCheck | undefined;
@@ -131,6 +145,7 @@ export async function registerAuth(app: FastifyInstance, options: AuthOptions): 
     const expiresAt = new Date(issuedAt.getTime() + ttl * 1000);
     await storeToken(db, token, { username: account!.username, source: account!.source, userId: account!.userId }, issuedAt, expiresAt);
     request.log.info({ username: account!.username, source: account!.source, expires_at: isoSeconds(expiresAt) }, 'token issued');
+    await purge(request);
     void reply.header('cache-control', 'no-store');
     return { token, token_type: 'Bearer', expires_at: isoSeconds(expiresAt), expires_in: ttl, username: account!.username };
   };

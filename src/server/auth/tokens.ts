@@ -65,3 +65,14 @@ export async function revokeToken(db: SqlExecutor, token: string, at: Date): Pro
   ]);
   return rowCount > 0;
 }
+
+/** Deletes tokens that expired or were revoked more than `keepDays` ago; returns how many. */
+export async function purgeTokens(db: SqlExecutor, keepDays: number): Promise<number> {
+  const { rowCount } = await db.query(
+    `DELETE FROM epetsync.tokens
+      WHERE expires_at < now() - make_interval(days => $1::int)
+         OR revoked_at < now() - make_interval(days => $1::int)`,
+    [keepDays],
+  );
+  return rowCount;
+}
