@@ -1,0 +1,64 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, pgQuery, type TestDatabase } from '../helpers/pg.js';
+import { createSyncAccount, loginToken, startServeProcess } from '../helpers/server.js';
+import { FIXTURE_SQL } from './fixture.js';
+
+describe('epetsync serve (the built binary)', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase('eps_serve');
+    for (const sql of FIXTURE_SQL) await pgQuery(db.url, sql);
+    await createSyncAccount(db.url, 'frontdesk', 'open sesame');
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('serves PostgreSQL on an ephemeral port, syncs a round trip and stops gracefully on SIGTERM', async () => {
+    const server = await startServeProcess({ databaseUrl: db.url, args: ['--conflict-policy', 'client-wins'] });
+    try {
+      expect(server.output().stdout).toBe(`Listening on http://127.0.0.1:${server.port}\n`);
+      const token = await loginToken(server.url, 'frontdesk', 'open sesame');
+      const auth = { authorization: `Bearer ${token}`, 'x-epetsync-node': 'desk-7' };
+      const info = (await (await fetch(`${server.url}/api/database/sync/`, { headers: auth })).json()) as { engine: string; conflict_policy: string; head_cursor: string };
+      expect(info).toMatchObject({ engine: 'postgres', conflict_policy: 'client-wins' });
+
+      const up = await fetch(`${server.url}/api/database/upload/`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ batch_id: 'desk-7:1', changes: [{ table: 'clinic_owner', op: 'upsert', pk: { id: '70' }, values: { id: '70', name: 'From desk 7' } }] }),
+      });
+      expect(up.status).toBe(200);
+      expect(up.headers.get('x-request-id')).toMatch(/^req-/);
+      const feed = (await (await fetch(`${server.url}/api/database/download/?since=${info.head_cursor}`, { headers: { authorization: auth.authorization, 'x-epetsync-node': 'web-1' } })).json()) as { changes: Array<{ origin: string; values: { name: string } }> };
+      expect(feed.changes).toEqual([expect.objectContaining({ origin: 'desk-7', values: expect.objectContaining({ name: 'From desk 7' }) })]);
+
+      // A long poll in flight when the signal comes is answered, not cut off.
+      const polling = fetch(`${server.url}/api/database/download/?since=${info.head_cursor}&wait=30`, { headers: auth });
+      await new Promise((r) => setTimeout(r, 300));
+      const stoppedAt = Date.now();
+      const code = await server.stop();
+      expect(code).toBe(0);
+      expect((await polling).status).toBe(200);
+      expect(Date.now() - stoppedAt).toBeLessThan(10_000);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('prints the listening event as JSON with --json and runs on a throwaway embedded database', async () => {
+    const server = await startServeProcess({ memory: true, args: ['--json'] });
+    try {
+      const first = server.output().stdout.split('\n')[0]!;
+      expect(JSON.parse(first)).toEqual({ event: 'listening', url: server.url });
+      const health = await fetch(`${server.url}/healthz`);
+      expect(await health.json()).toEqual({ status: 'ok' });
+      const denied = await fetch(`${server.url}/api/database/sync/`);
+      expect(denied.status).toBe(401);
+    } finally {
+      expect(await server.stop()).toBe(0);
+    }
+    const result = JSON.parse(server.output().stdout.split('\n').slice(1).join('\n')) as { ok: boolean; result: { engine: string; stopped: boolean } };
+    expect(result).toMatchObject({ ok: true, result: { engine: 'pglite', stopped: true } });
+  });
+});
