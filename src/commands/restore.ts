@@ -1,7 +1,8 @@
 import { formatBytes, type Output } from '../cli/output.js';
 import type { CommandContext } from '../cli/context.js';
 import type { CommandModule } from '../cli/spec.js';
-import { findBackup, inspectDatabaseFile, restoreDatabase, type RestoreResult } from '../db/index.js';
+import { requireLocalPath } from '../config/index.js';
+import { checkRestoreTarget, findBackup, inspectDatabaseFile, restoreDatabase, type RestoreResult } from '../db/index.js';
 import { LocalDatabaseError, UsageError } from '../errors.js';
 
 /** Holds the options `epetsync restore` accepts. */
@@ -22,7 +23,8 @@ async function run(ctx: CommandContext, options: RestoreOptions, args: string[])
   const config = ctx.config();
   const database = config.database.path;
   const backupPath = findBackup({ databasePath: database, backupDir: config.database.backupDir, file, latest: options.latest, cwd: ctx.cwd });
-  // A file that is not SQLite at all is refused before anyone is asked anything.
+  // Whatever can be refused without touching a file is refused before anyone is asked anything.
+  checkRestoreTarget(requireLocalPath(database, 'database.path'));
   inspectDatabaseFile(backupPath, { noun: 'Backup' });
 
   if (options.yes !== true) {

@@ -66,7 +66,8 @@ export function parseStamp(stamp: string): Date | undefined {
   const m = STAMP.exec(stamp);
   if (!m) return undefined;
   const date = new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]), Number(m[7])));
-  return Number.isNaN(date.getTime()) ? undefined : date;
+  // Date.UTC rolls month 13 over into the next year: only a stamp that round-trips is one.
+  return Number.isNaN(date.getTime()) || formatStamp(date) !== stamp ? undefined : date;
 }
 
 /** Returns the database file name without its extension (`db.sqlite3` → `db`), the prefix of its backups. */

@@ -1,4 +1,5 @@
 import { isCorruptionError, type SqliteDatabase } from './open.js';
+import { quoteIdent } from './sql.js';
 
 /** Names SQLite's two structural checks: the fast one and the thorough one (which also compares indexes with rows). */
 export type IntegrityCheckName = 'quick_check' | 'integrity_check';
@@ -66,8 +67,36 @@ function runCheck(db: SqliteDatabase, check: IntegrityCheckName, maxErrors: numb
     }
   }
   const ok = messages.length === 1 && messages[0] === 'ok';
-  const problems = ok ? [] : messages;
-  return { check, ok, messages: problems, tables: ok ? [] : tablesNamedIn(db, problems), truncated: !ok && messages.length >= limit };
+  if (ok) return { check, ok, messages: [], tables: [], truncated: false };
+  let tables = tablesNamedIn(db, messages);
+  if (tables.length === 0) tables = unreadableTables(db);
+  return { check, ok, messages, tables, truncated: messages.length >= limit };
+}
+
+// When SQLite stops at the first damaged page its messages name no tree: read every table and index to find them.
+function unreadableTables(db: SqliteDatabase): string[] {
+  const found = new Set<string>();
+  let schema: Array<{ type: string; name: string; tbl_name: string }>;
+  try {
+    schema = db.prepare("SELECT type, name, tbl_name FROM sqlite_schema WHERE type IN ('table', 'index') AND rootpage > 0").all() as typeof schema;
+  } catch {
+    return [];
+  }
+  for (const entry of schema) {
+    try {
+      if (entry.type === 'table') {
+        for (const row of db.prepare(`SELECT * FROM main.${quoteIdent(entry.name)}`).raw().iterate()) void row;
+      } else {
+        const columns = (db.prepare("SELECT name FROM pragma_index_info(?, 'main')").pluck().all(entry.name) as Array<string | null>).filter((c): c is string => c !== null);
+        if (columns.length === 0) continue;
+        const sql = `SELECT ${columns.map(quoteIdent).join(', ')} FROM main.${quoteIdent(entry.tbl_name)} INDEXED BY ${quoteIdent(entry.name)}`;
+        for (const row of db.prepare(sql).raw().iterate()) void row;
+      }
+    } catch (error) {
+      if (isCorruptionError(error)) found.add(entry.tbl_name);
+    }
+  }
+  return [...found].sort();
 }
 
 function tablesNamedIn(db: SqliteDatabase, messages: string[]): string[] {

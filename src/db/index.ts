@@ -18,5 +18,5 @@ export {
   type TakeBackupOptions,
   type CopyCheck,
 } from './backup.js';
-export { findBackup, restoreDatabase, sha256File, type FindBackupOptions, type RestoreOptions, type RestoreResult, type ReplacedFile } from './restore.js';
+export { findBackup, checkRestoreTarget, restoreDatabase, sha256File, type FindBackupOptions, type RestoreOptions, type RestoreResult, type ReplacedFile } from './restore.js';
 export { quoteIdent, isInternalTable } from './sql.js';

@@ -99,7 +99,7 @@ export function restoreDatabase(options: RestoreOptions): RestoreResult {
   const now = options.now ?? (() => new Date());
   const started = performance.now();
   const target = requireLocalPath(options.databasePath, 'database.path');
-  checkTarget(target);
+  checkRestoreTarget(target);
   inspectDatabaseFile(options.backupPath, { noun: 'Backup' });
   const stamp = formatStamp(now());
   const temp = `${target}.restoring-${stamp}`;
@@ -184,7 +184,8 @@ export function restoreDatabase(options: RestoreOptions): RestoreResult {
   };
 }
 
-function checkTarget(target: string): void {
+/** Checks that `target` can be replaced: a regular file or nothing, in an existing folder; throws EPS_DB_NOT_A_FILE or EPS_DB_NOT_FOUND. */
+export function checkRestoreTarget(target: string): void {
   let stats;
   try {
     stats = statSync(target);

@@ -25,7 +25,8 @@ async function clinicWithBackup(owners = 10): Promise<ClinicFolder & { backup: s
 function runOnTerminal(args: string[], cwd: string, answer: string): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const command = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
-    const env = { ...process.env, NO_COLOR: '1' };
+    // Output treats CI=true as "not interactive", so the prompt needs it unset.
+    const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
     delete env.CI;
     const child = spawn('script', ['-qec', command, '/dev/null'], { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
@@ -175,12 +176,15 @@ describe('restore', () => {
     rmSync(clinic.db);
     mkdirSync(clinic.db);
     const before = hashTree(clinic.dir);
-    const run = await runCli(['restore', backup, '--yes', '--config', clinic.config], { cwd: clinic.dir });
-    expect(run.code).toBe(5);
-    expect(errorLines(run.stderr)).toEqual([
-      `Error: Database path ${clinic.db} is a directory, not an SQLite file`,
-      'Try: Check database.path in config.json (or EPETSYNC_DB): it must name the .sqlite3 file itself, not its folder.',
-    ]);
+    // With or without --yes: a restore that cannot work is refused before any question.
+    for (const yes of [['--yes'], []]) {
+      const run = await runCli(['restore', backup, ...yes, '--config', clinic.config], { cwd: clinic.dir });
+      expect(run.code).toBe(5);
+      expect(errorLines(run.stderr)).toEqual([
+        `Error: Database path ${clinic.db} is a directory, not an SQLite file`,
+        'Try: Check database.path in config.json (or EPETSYNC_DB): it must name the .sqlite3 file itself, not its folder.',
+      ]);
+    }
     expect(hashTree(clinic.dir)).toEqual(before);
   });
 

@@ -71,6 +71,19 @@ describe('db/restore', () => {
     restored.close();
   });
 
+  it('restores a WAL-mode backup byte for byte, leaving no -wal/-shm of its own', async () => {
+    const dir = tempDir();
+    const db = makeClinicDb(join(dir, 'db.sqlite3'), { owners: 10, journalMode: 'wal' });
+    const { backup } = await takeBackup({ databasePath: db, backupDir: join(dir, 'backups') });
+    const result = restoreDatabase({ databasePath: db, backupPath: backup.path });
+    expect(result.journalMode).toBe('wal');
+    expect(hashFile(db)).toBe(hashFile(backup.path));
+    // The read-only backup connection left the live file's empty -wal/-shm; they were moved aside with it.
+    expect(readdirSync(dir).filter((f) => f.startsWith('db.sqlite3')).sort()).toEqual(['db.sqlite3', ...result.replaced.map((r) => r.to.slice(dir.length + 1))].sort());
+    expect(existsSync(`${db}-wal`)).toBe(false);
+    expect(readdirSync(join(dir, 'backups'))).toEqual([backup.file]);
+  });
+
   it('refuses a corrupt backup and changes nothing', async () => {
     const dir = tempDir();
     const db = makeClinicDb(join(dir, 'db.sqlite3'), { owners: 300 });
