@@ -142,6 +142,11 @@ export class RemoteDatabaseClient {
   private configTokenRejected = false;
   private token: { value: string; expiresAt: number | null; source: 'config' | 'login' | 'cache' } | undefined;
   private endpoint: EndpointState | undefined;
+  // Single flight: concurrent calls (a long poll beside an upload) share one login and one discovery.
+  private loggingIn: Promise<NonNullable<RemoteDatabaseClient['token']>> | undefined;
+  private discovering: Promise<DiscoveryResult> | undefined;
+  /** The token each 401 answer was given for, so a late 401 does not drop a token renewed meanwhile. */
+  private readonly rejectedWith = new WeakMap<object, string>();
   private readonly transport: Transport;
   private readonly policy: RetryPolicy;
   private readonly maxResponseBytes: number;
@@ -232,12 +237,17 @@ export class RemoteDatabaseClient {
       }
     }
     const signal = this.signalFor(options.signal);
-    const tried: string[] = [];
-    const found = (await this.fromDiscoveryDocument(signal, tried)) ?? (await this.probeBases(signal, tried));
-    this.endpoint = found.endpoint;
-    this.saveEndpoint(found.endpoint);
-    this.logger?.debug({ base: found.endpoint.base, source: found.source }, 'sync API discovered');
-    return { ...found.endpoint, source: found.source };
+    this.discovering ??= (async (): Promise<DiscoveryResult> => {
+      const tried: string[] = [];
+      const found = (await this.fromDiscoveryDocument(signal, tried)) ?? (await this.probeBases(signal, tried));
+      this.endpoint = found.endpoint;
+      this.saveEndpoint(found.endpoint);
+      this.logger?.debug({ base: found.endpoint.base, source: found.source }, 'sync API discovered');
+      return { ...found.endpoint, source: found.source };
+    })().finally(() => {
+      this.discovering = undefined;
+    });
+    return this.discovering;
   }
 
   private async fromDiscoveryDocument(signal: AbortSignal, tried: string[]): Promise<{ endpoint: EndpointState; source: 'discovery' } | undefined> {
@@ -307,7 +317,7 @@ export class RemoteDatabaseClient {
     return this.withRetries(signal, true, async () => {
       const headers = this.headers('application/json', token);
       const res = await this.send({ url, method: 'GET', headers, signal });
-      const body = await this.readJsonLoose(res, signal);
+      const body = await this.readJsonLoose(res, signal, res.status === 200 ? this.maxResponseBytes : ERROR_BODY_LIMIT);
       if (res.status >= 500 || res.status === 408 || res.status === 429) throw this.answerError(res, body);
       const wire = body !== null && typeof body === 'object' && 'error' in body && typeof (body as { error: unknown }).error === 'object';
       return { status: res.status, body, wire };
@@ -364,7 +374,12 @@ export class RemoteDatabaseClient {
         return this.token;
       }
     }
-    if (this.username && this.password) return this.login(signal);
+    if (this.username && this.password) {
+      this.loggingIn ??= this.login(signal).finally(() => {
+        this.loggingIn = undefined;
+      });
+      return this.loggingIn;
+    }
     throw new AuthError(
       'EPS_AUTH_MISSING',
       this.configTokenRejected ? 'The configured token was rejected and no username and password are configured to obtain a new one' : 'No credentials are configured for the sync server',
@@ -417,15 +432,16 @@ export class RemoteDatabaseClient {
     });
   }
 
-  private dropToken(): void {
-    if (this.token?.source === 'config') this.configTokenRejected = true;
-    if (this.token && this.stateFile) {
-      const value = this.token.value;
+  /** Forgets the token `value` was (default: the current one); a token renewed meanwhile is kept. */
+  private dropToken(value: string | undefined = this.token?.value): void {
+    if (value === undefined) return;
+    if (value === this.configToken) this.configTokenRejected = true;
+    if (this.stateFile && readState(this.stateFile).token?.value === value) {
       updateState(this.stateFile, (s) => {
         if (s.token?.value === value) delete s.token;
       });
     }
-    this.token = undefined;
+    if (this.token?.value === value) this.token = undefined;
   }
 
   private canRenew(): boolean {
@@ -660,9 +676,8 @@ export class RemoteDatabaseClient {
       } catch (error) {
         const status = error instanceof EpetsyncError ? error.details?.status : undefined;
         if (error instanceof AuthError && status === 401 && spec.auth && !reauthenticated && stream === undefined) {
-          const wasConfig = this.token?.source === 'config';
-          this.dropToken();
-          if (this.canRenew() || (!wasConfig && this.configToken !== undefined && !this.configTokenRejected)) {
+          this.dropToken(this.rejectedWith.get(error));
+          if (this.canRenew()) {
             reauthenticated = true;
             this.logger?.info('token rejected; re-authenticating once');
             continue;
@@ -724,7 +739,9 @@ export class RemoteDatabaseClient {
       }
     }
     const errorBody = await this.readJsonLoose(res, spec.signal);
-    throw this.answerError(res, errorBody);
+    const error = this.answerError(res, errorBody);
+    if (token !== undefined) this.rejectedWith.set(error, token);
+    throw error;
   }
 
   private async send(req: Parameters<Transport['send']>[0]): Promise<RawResponse> {
@@ -825,9 +842,9 @@ export class RemoteDatabaseClient {
   }
 
   /** Reads a small body as JSON when it is JSON; anything else (HTML, cut-off text) is undefined. */
-  private async readJsonLoose(res: RawResponse, signal: AbortSignal): Promise<unknown> {
+  private async readJsonLoose(res: RawResponse, signal: AbortSignal, limit = ERROR_BODY_LIMIT): Promise<unknown> {
     try {
-      const buffer = await readCapped(res.body, ERROR_BODY_LIMIT);
+      const buffer = await readCapped(res.body, limit);
       return JSON.parse(buffer.toString('utf8'));
     } catch (error) {
       res.discard();

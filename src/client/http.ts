@@ -75,7 +75,7 @@ export class Transport {
     } else if (encoding === 'identity' || encoding === '') {
       body = raw;
     } else {
-      raw.destroy();
+      discard(raw);
       throw new ProtocolError('EPS_PROTOCOL_MALFORMED', `The server answered with an unsupported content encoding "${encoding.slice(0, 40)}"`, {
         hint: 'Check for a proxy between this machine and the server that re-encodes answers.',
       });
@@ -88,8 +88,8 @@ export class Transport {
       url: req.url,
       body,
       discard: () => {
-        body.destroy();
-        raw.destroy();
+        discard(body);
+        discard(raw);
       },
     };
   }
@@ -103,6 +103,13 @@ export class Transport {
   async destroy(): Promise<void> {
     await this.agent.destroy();
   }
+}
+
+// undici's body emits an AbortError when destroyed unread; nobody is listening any more by then.
+function discard(stream: Readable): void {
+  if (stream.destroyed) return;
+  stream.on('error', () => {});
+  stream.destroy();
 }
 
 /** Returns the first value of a header. */

@@ -5,6 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RemoteDatabaseClient, RequestRejectedError, readState, type RemoteClientOptions } from '../../src/client/index.js';
 import { AuthError, ConfigError, EndpointNotFoundError, ProtocolError, ServerError, UsageError } from '../../src/errors.js';
@@ -188,6 +189,36 @@ describe('RemoteDatabaseClient against a hostile server', () => {
     const server = await serve(apiHandler({ '/api/database/sync/': (_req, res) => sendJson(res, 200, info({ padding: 'x'.repeat(200_000) })) }));
     const error = await client(server.url, { maxResponseBytes: 50_000 }).info().catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'EPS_PROTOCOL_TOO_LARGE', details: { limit: 50_000 } });
+  });
+
+  it('cuts off a gzip bomb at the decompressed limit', async () => {
+    const bomb = gzipSync(Buffer.alloc(20 * 1024 * 1024, 32));
+    const server = await serve(
+      apiHandler({
+        '/api/database/sync/': (_req, res) => {
+          res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': bomb.length });
+          res.end(bomb);
+          return true;
+        },
+      }),
+    );
+    const error = await client(server.url, { maxResponseBytes: 1024 * 1024 }).info().catch((e: unknown) => e);
+    expect(bomb.length).toBeLessThan(100_000);
+    expect(error).toMatchObject({ code: 'EPS_PROTOCOL_TOO_LARGE', details: { limit: 1024 * 1024 } });
+  });
+
+  it('refuses a content encoding it did not ask for', async () => {
+    const server = await serve(
+      apiHandler({
+        '/api/database/sync/': (_req, res) => {
+          res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'br' });
+          res.end('xx');
+          return true;
+        },
+      }),
+    );
+    const error = await client(server.url).info().catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'EPS_PROTOCOL_MALFORMED', message: 'The server answered with an unsupported content encoding "br"' });
   });
 
   it('rejects hostile keys in change values', async () => {

@@ -97,6 +97,16 @@ describe('RemoteDatabaseClient against the real server', () => {
     await again.close();
   });
 
+  it('shares one discovery and one login between concurrent calls', async () => {
+    const tokensBefore = await pgQuery<{ n: number }>(db.url, 'SELECT count(*)::int AS n FROM epetsync.tokens');
+    const c = client({ nodeId: 'desk-many' });
+    const answers = await Promise.all([c.info(), c.info(), c.changesSince('c1.0.0', { limit: 1 }), c.info()]);
+    expect(answers).toHaveLength(4);
+    const tokensAfter = await pgQuery<{ n: number }>(db.url, 'SELECT count(*)::int AS n FROM epetsync.tokens');
+    expect(tokensAfter[0]!.n - tokensBefore[0]!.n).toBe(1);
+    await c.close();
+  });
+
   it('returns validated server info with the synced tables and this node', async () => {
     const c = client({ nodeId: 'desk-info' });
     await c.changesSince('c1.0.0', { limit: 1 });
@@ -141,6 +151,20 @@ describe('RemoteDatabaseClient against the real server', () => {
     await other.close();
   });
 
+  it('gzips a large upload batch', async () => {
+    const c = client({ nodeId: 'desk-big' });
+    const changes = Array.from({ length: 400 }, (_, i) => ({
+      table: 'clinic_owner',
+      op: 'upsert' as const,
+      pk: { id: String(60_000 + i) },
+      values: { id: String(60_000 + i), name: `Batch owner ${i} — ${'x'.repeat(40)}`, email: null },
+    }));
+    const answer = await c.upload({ batch_id: 'desk-big:00000001', changes });
+    expect(answer).toMatchObject({ applied: 400, conflicts: 0 });
+    expect(await pgQuery(db.url, 'SELECT count(*)::int AS n FROM clinic_owner WHERE id >= 60000 AND id < 60400')).toEqual([{ n: 400 }]);
+    await c.close();
+  });
+
   it('carries the change index of a rejected upload', async () => {
     const c = client();
     const error = await caught(
@@ -159,7 +183,12 @@ describe('RemoteDatabaseClient against the real server', () => {
 
   it('wakes a long poll within a second of a commit', async () => {
     const c = client({ nodeId: 'desk-poll' });
-    const head = (await c.info()).head_cursor;
+    // Drain what earlier tests wrote, so the poll starts with nothing ready.
+    let head = (await c.info()).head_cursor;
+    for (let page = await c.changesSince(head, { limit: 5000 }); ; page = await c.changesSince(head, { limit: 5000 })) {
+      head = page.cursor;
+      if (!page.has_more) break;
+    }
     const started = Date.now();
     const poll = c.changesSince(head, { wait: 20, tables: ['clinic_owner'] });
     await new Promise((r) => setTimeout(r, 400));
