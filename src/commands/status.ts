@@ -11,6 +11,8 @@ import {
   listBackups,
   openDatabase,
   quickCheck,
+  sqliteCode,
+  toLocalDatabaseError,
   type BackupFile,
   type ForeignKeyCheckResult,
   type IntegrityResult,
@@ -44,7 +46,8 @@ export interface StatusResult {
 async function run(ctx: CommandContext, options: StatusOptions): Promise<StatusResult> {
   const config = ctx.config();
   const path = config.database.path;
-  const db = openDatabase(path, { mode: 'read', busyTimeoutMs: config.database.busyTimeoutMs });
+  const busyTimeoutMs = config.database.busyTimeoutMs;
+  const db = openDatabase(path, { mode: 'read', busyTimeoutMs });
   try {
     const integrity = options.deep === true ? integrityCheck(db) : quickCheck(db);
     const backups = listBackups(path, config.database.backupDir);
@@ -66,6 +69,9 @@ async function run(ctx: CommandContext, options: StatusOptions): Promise<StatusR
       backups: { dir: config.database.backupDir, count: backups.length, newest: backups[0] ?? null },
       tables: countRows(db).map((t) => ({ name: t.table, rows: t.rows, ...(t.error === undefined ? {} : { error: t.error }) })),
     };
+  } catch (error) {
+    // A lock taken by the app between two reads, or damage past the schema, still gets a precise error.
+    throw sqliteCode(error) === undefined ? error : toLocalDatabaseError(error, path, { busyTimeoutMs, action: 'read' });
   } finally {
     db.close();
   }

@@ -250,7 +250,7 @@ export async function takeBackup(options: TakeBackupOptions): Promise<BackupResu
   } catch (error) {
     if (partial !== undefined) removeWithSidecars(partial);
     if (createdDir !== undefined) removeCreatedDirs(options.backupDir, createdDir);
-    throw error;
+    throw asBackupError(error, options.databasePath, partial ?? options.backupDir, busyTimeoutMs);
   } finally {
     source.close();
   }
@@ -272,6 +272,17 @@ async function copyOnline(source: SqliteDatabase, partial: string, databasePath:
       cause: error,
     });
   }
+}
+
+function asBackupError(error: unknown, databasePath: string, target: string, busyTimeoutMs: number): LocalDatabaseError {
+  if (isEpetsyncError(error)) return error;
+  if (sqliteCode(error) !== undefined) return toLocalDatabaseError(error, databasePath, { busyTimeoutMs, action: 'back up' });
+  const code = (error as NodeJS.ErrnoException).code ?? (error instanceof Error ? error.message : String(error));
+  return new LocalDatabaseError('EPS_BACKUP_FAILED', `Cannot write the backup ${target}: ${code}`, {
+    hint: 'Check that the backup folder is writable and the disk is not full.',
+    details: { path: target, errno: code },
+    cause: error,
+  });
 }
 
 function failedCopy(source: SqliteDatabase, databasePath: string, partial: string, reason: string, cause?: unknown): LocalDatabaseError {

@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants, copyFileSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { closeSync, constants, copyFileSync, existsSync, fsyncSync, openSync, readSync, renameSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { requireLocalPath } from '../config/index.js';
 import { LocalDatabaseError, isEpetsyncError } from '../errors.js';
 import { formatStamp, fsyncFile, listBackups, removeWithSidecars, verifyCopy, type BackupFile } from './backup.js';
 import type { IntegrityResult } from './checks.js';
 import { SIDECAR_SUFFIXES, inspectDatabaseFile } from './file.js';
-import { isCorruptionError } from './open.js';
+import { isCorruptionError, sqliteCode, toLocalDatabaseError } from './open.js';
 
 /** Describes which backup to restore. */
 export interface FindBackupOptions {
@@ -84,9 +84,17 @@ export function findBackup(options: FindBackupOptions): string {
   return newest.path;
 }
 
-/** Returns the SHA-256 of a file as hex. */
+/** Returns the SHA-256 of a file as hex, reading it in chunks (clinic databases can be large). */
 export function sha256File(path: string): string {
-  return createHash('sha256').update(readFileSync(path)).digest('hex');
+  const hash = createHash('sha256');
+  const buf = Buffer.alloc(1 << 20);
+  const fd = openSync(path, 'r');
+  try {
+    for (let n = readSync(fd, buf); n > 0; n = readSync(fd, buf)) hash.update(buf.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex');
 }
 
 /**
@@ -123,7 +131,7 @@ export function restoreDatabase(options: RestoreOptions): RestoreResult {
   } catch (error) {
     removeWithSidecars(temp);
     if (isCorruptionError(error)) throw corruptBackup(options.backupPath, (error as Error).message, error);
-    throw error;
+    throw sqliteCode(error) === undefined ? error : toLocalDatabaseError(error, options.backupPath, { noun: 'Backup', action: 'check' });
   }
   if (!check.integrity.ok) {
     removeWithSidecars(temp);
