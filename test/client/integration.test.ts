@@ -11,6 +11,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { RemoteDatabaseClient, readState, writeState, type RemoteClientOptions, type SnapshotEvent } from '../../src/client/index.js';
 import { AuthError, ConnectionError } from '../../src/errors.js';
+import { createLogger } from '../../src/logger.js';
 import { redactText } from '../../src/redact.js';
 import { createAccount } from '../../src/server/auth/index.js';
 import { startSyncServer, type SyncServer } from '../../src/server/index.js';
@@ -270,6 +271,24 @@ describe('RemoteDatabaseClient against the real server', () => {
 });
 
 describe('RemoteDatabaseClient auth failures against the real server', () => {
+  it('never writes the password or a token to its log, even at trace level', async () => {
+    const lines: string[] = [];
+    const logger = createLogger({ terminal: new Writable({ write: (chunk: Buffer, _enc, done) => { lines.push(chunk.toString()); done(); } }), terminalLevel: 'trace' });
+    const c = client({ nodeId: 'desk-log', logger });
+    await c.info();
+    const first = readState(stateFile).token!.value;
+    await pgQuery(db.url, `UPDATE epetsync.tokens SET expires_at = now() - interval '1 second' WHERE username = $1`, [USER]);
+    await c.info();
+    const second = readState(stateFile).token!.value;
+    const wrong = client({ nodeId: 'desk-log', logger, password: 'Another-Wrong-Pa55', stateFile: join(dir, 'other.json') });
+    await caught(wrong.info());
+    const text = lines.join('');
+    expect(text).toContain('re-authenticating once');
+    for (const secret of [PASSWORD, 'Another-Wrong-Pa55', first, second]) expect(text).not.toContain(secret);
+    await c.close();
+    await wrong.close();
+  });
+
   it('reports wrong credentials without retrying or leaking the password', async () => {
     const c = client({ password: 'Wrong-Pa55word-xyz' });
     const error = await caught(c.info());

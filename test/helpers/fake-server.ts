@@ -2,14 +2,14 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import type { AddressInfo } from 'node:net';
 
 /**
- * A hostile or broken HTTP server, for what the real `epetsync serve` cannot be made to do
+ * Answers one request of a hostile or broken HTTP server, for what the real `epetsync serve` cannot be made to do
  * (a legacy stub, a malformed body, a 503 with Retry-After, a missing first discovery path).
  * A handler returns true when it answered; otherwise the request is forwarded to `forwardTo`
  * (the real server) or answered 404 with a protocol error body.
  */
 export type FakeHandler = (req: IncomingMessage, res: ServerResponse, body: Buffer) => boolean | Promise<boolean>;
 
-/** A running fake server and the requests it saw. */
+/** Describes a running fake server and the requests it saw. */
 export interface FakeServer {
   url: string;
   port: number;

@@ -1,7 +1,7 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 
-/** A TCP proxy in front of a real server whose faults are switched on from a test. */
+/** Controls a TCP proxy in front of a real server whose faults are switched on from a test. */
 export interface FaultProxy {
   /** Port the proxy listens on (kept across refuse/accept). */
   port: number;
