@@ -146,6 +146,37 @@ describe('status', () => {
     expect(hashTree(clinic.dir)).toEqual(before);
   });
 
+  it('exits 5 with EPS_DB_BUSY when the app holds its lock past database.busy_timeout_ms', async () => {
+    const clinic = makeClinicFolder({ busy_timeout_ms: 100 });
+    makeClinicDb(clinic.db, { owners: 2 });
+    const app = new Database(clinic.db);
+    app.exec('BEGIN EXCLUSIVE');
+    try {
+      const run = await runCli(['status', '--config', clinic.config], { cwd: clinic.dir });
+      expect(run.code).toBe(5);
+      expect(errorLines(run.stderr)).toEqual([
+        `Error: Database ${clinic.db} is locked by another process (waited 100 ms)`,
+        'Try: Wait for the Vet Portal app to finish writing, or raise database.busy_timeout_ms in config.json.',
+      ]);
+    } finally {
+      app.exec('ROLLBACK');
+      app.close();
+    }
+  });
+
+  it('names a Windows database path as such when run elsewhere (exit 2)', async () => {
+    const clinic = makeClinicFolder({ path: 'C:\\epetcare\\db.sqlite3' });
+    const before = hashTree(clinic.dir);
+    const run = await runCli(['status', '--config', clinic.config], { cwd: clinic.dir });
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(errorLines(run.stderr).filter((l) => !l.startsWith('warn: '))).toEqual([
+      `Error: database.path is a Windows path (C:\\epetcare\\db.sqlite3) but epetsync is running on ${process.platform}`,
+      'Try: Set database.path to the file\'s path on this machine, or set EPETSYNC_DB for this run.',
+    ]);
+    expect(hashTree(clinic.dir)).toEqual(before);
+  });
+
   it('exits 5 when the database is missing, a directory, or not SQLite, changing nothing', async () => {
     const clinic = makeClinicFolder();
     let run = await runCli(['status', '--config', clinic.config], { cwd: clinic.dir });
