@@ -52,6 +52,7 @@ export const COMMANDS: CommandSpec[] = [
         .option('--include <tables>', 'comma-separated tables to sync (default: all with a primary key)')
         .option('--exclude <tables>', 'comma-separated tables to leave out of sync')
         .addOption(new Option('--conflict-policy <policy>', 'how conflicting uploads are resolved').choices(['server-wins', 'client-wins', 'newest-wins']))
+        .option('--updated-at-column <column>', 'column newest-wins compares (default: sync.updated_at_column)')
         .option('--sync-permission <rule>', 'who may sync: staff, superuser, active, or group:<name>', 'staff'),
     load: async () => (await import('../commands/serve.js')).default,
     subcommands: [

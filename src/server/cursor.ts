@@ -41,8 +41,19 @@ export async function checkCursorIssued(db: SqlExecutor, cursor: Cursor, text: s
  * SQL for the safe horizon: changelog rows of transactions older than every transaction still in
  * progress. A transaction that began earlier but commits later keeps the horizon below its own
  * id until it ends, so its changes are never overtaken by later ones already served.
+ *
+ * Transaction ids are cluster-wide, so the snapshot's plain xmin would let a long transaction in
+ * another database of the same server hold this feed back. In-progress ids that a live backend of
+ * another database owns are skipped; an id that cannot be placed (it ended after the snapshot was
+ * taken, or statistics are hidden from this role) still holds the horizon, which is always safe.
+ * pg_current_snapshot() is the statement's snapshot, so every id below the result is visible.
  */
-export const HORIZON_SQL = 'pg_snapshot_xmin(pg_current_snapshot())';
+export const HORIZON_SQL = `(SELECT coalesce(
+    (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+      WHERE (x::text::numeric % 4294967296)::text NOT IN (
+        SELECT a.backend_xid::text FROM pg_stat_activity a
+         WHERE a.backend_xid IS NOT NULL AND a.datname IS DISTINCT FROM current_database())),
+    pg_snapshot_xmax(pg_current_snapshot())))`;
 
 /** Returns the feed head: the last change below the safe horizon (or the start). */
 export async function headCursor(db: SqlExecutor): Promise<Cursor> {

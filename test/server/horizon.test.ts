@@ -82,6 +82,23 @@ describe('change feed safe horizon on real PostgreSQL', () => {
     expect(ids(await feed(first.cursor, '&limit=1'))).toEqual([10011]);
   });
 
+  it('is not held back by a transaction open in another database of the same server', async () => {
+    const other = await createTestDatabase('eps_other');
+    const stranger = new pg.Client({ connectionString: other.url });
+    await stranger.connect();
+    try {
+      await stranger.query('BEGIN');
+      await stranger.query('SELECT pg_current_xact_id()');
+      const since = await head();
+      await h.sql(`INSERT INTO clinic_visit (id, note) VALUES (10021, 'not held back')`);
+      expect(ids(await feed(since))).toEqual([10021]);
+      await stranger.query('ROLLBACK');
+    } finally {
+      await stranger.end();
+      await other.drop();
+    }
+  });
+
   it('captures writes the web app makes directly over its own connection, including a key change', async () => {
     const since = await head();
     const web = await client();
