@@ -168,11 +168,61 @@ function envPassword(ctx: CommandContext, username: string): string | undefined 
 
 async function promptPassword(ctx: CommandContext, username: string): Promise<string> {
   const stdin = ctx.out.stdin as NodeJS.ReadStream;
-  const password = await askHidden(stdin, ctx.out.stderr, `Password for "${username}": `, ctx.signal);
+  const [password = '', again] = await askHidden(stdin, ctx.out.stderr, [`Password for "${username}": `, 'Repeat the password: '], ctx.signal);
   registerSecret(password);
-  const again = await askHidden(stdin, ctx.out.stderr, 'Repeat the password: ', ctx.signal);
   if (again !== password) throw new UsageError('EPS_USAGE', 'The two passwords differ; nothing was changed.', { hint: 'Run the command again.' });
   return password;
+}
+
+/**
+ * Asks each question in turn on the terminal and reads one line for each without echoing it.
+ * Raw mode is on before the first prompt appears and stays on until the last answer, so nothing
+ * typed ahead is ever echoed.
+ */
+function askHidden(stdin: NodeJS.ReadStream, stderr: NodeJS.WritableStream, questions: string[], signal: AbortSignal): Promise<string[]> {
+  const wasRaw = stdin.isRaw;
+  stdin.setRawMode(true);
+  stdin.setEncoding('utf8');
+  stdin.resume();
+  stderr.write(questions[0] ?? '');
+  return new Promise((resolve, reject) => {
+    const answers: string[] = [];
+    let value = '';
+    const finish = (error?: Error): void => {
+      stdin.off('data', onData);
+      signal.removeEventListener('abort', onAbort);
+      stdin.setRawMode(wasRaw);
+      stdin.pause();
+      if (error) {
+        stderr.write('\n');
+        reject(error);
+      } else {
+        resolve(answers);
+      }
+    };
+    const interrupted = (): EpetsyncError => new EpetsyncError('EPS_INTERRUPTED', 'Stopped at the password prompt; nothing was changed.');
+    const onAbort = (): void => finish(interrupted());
+    const onData = (chunk: string): void => {
+      for (const ch of chunk) {
+        if (ch === '\r' || ch === '\n') {
+          answers.push(value);
+          value = '';
+          stderr.write('\n');
+          if (answers.length === questions.length) return finish();
+          stderr.write(questions[answers.length]!);
+        } else if (ch === '\u0003' || ch === '\u0004') {
+          // Raw mode turns Ctrl+C and Ctrl+D into characters instead of signals.
+          return finish(interrupted());
+        } else if (ch === '\u007f' || ch === '\b') {
+          value = [...value].slice(0, -1).join('');
+        } else if (ch >= ' ') {
+          value += ch;
+        }
+      }
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    stdin.on('data', onData);
+  });
 }
 
 function checkPassword(password: string): string {
@@ -181,37 +231,4 @@ function checkPassword(password: string): string {
     throw new UsageError('EPS_USAGE', `The password is too short (at least ${MIN_PASSWORD_LENGTH} characters).`, { hint: 'Choose a longer password.' });
   }
   return password;
-}
-
-/** Reads one line from the terminal without echoing it. */
-function askHidden(stdin: NodeJS.ReadStream, stderr: NodeJS.WritableStream, question: string, signal: AbortSignal): Promise<string> {
-  stderr.write(question);
-  const wasRaw = stdin.isRaw;
-  stdin.setRawMode(true);
-  stdin.setEncoding('utf8');
-  stdin.resume();
-  return new Promise((resolve, reject) => {
-    let value = '';
-    const finish = (error?: Error): void => {
-      stdin.off('data', onData);
-      signal.removeEventListener('abort', onAbort);
-      stdin.setRawMode(wasRaw);
-      stdin.pause();
-      stderr.write('\n');
-      if (error) reject(error);
-      else resolve(value);
-    };
-    const onAbort = (): void => finish(new EpetsyncError('EPS_INTERRUPTED', 'Stopped at the password prompt; nothing was changed.'));
-    const onData = (chunk: string): void => {
-      for (const ch of chunk) {
-        if (ch === '\r' || ch === '\n') return finish();
-        // Raw mode turns Ctrl+C and Ctrl+D into characters instead of signals.
-        if (ch === '\u0003' || ch === '\u0004') return finish(new EpetsyncError('EPS_INTERRUPTED', 'Stopped at the password prompt; nothing was changed.'));
-        if (ch === '\u007f' || ch === '\b') value = [...value].slice(0, -1).join('');
-        else if (ch >= ' ') value += ch;
-      }
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    stdin.on('data', onData);
-  });
 }

@@ -127,8 +127,13 @@ describe('serve user (built binary)', () => {
       const differ = await onTerminal(`serve user add ttyuser2 --data-dir ${dataDir}`, dir, [typed, `${typed}x`]);
       expect(differ.code).toBe(2);
       expect(differ.output).toContain('Error: The two passwords differ; nothing was changed.');
+      // Typed ahead in one burst, with a mistake rubbed out: still hidden, still read as two answers.
+      const burst = await onTerminal(`serve user add ttyuser3 --data-dir ${dataDir}`, dir, [`${typed}\rtyped-on-a-tty-8\u007f9`]);
+      expect(burst.code).toBe(0);
+      expect(burst.output).not.toContain('typed-on');
       const listed = JSON.parse((await run(['--json', 'serve', 'user', 'list'])).stdout) as { result: { accounts: Array<{ username: string }> } };
       expect(listed.result.accounts.map((a) => a.username)).toContain('ttyuser');
+      expect(listed.result.accounts.map((a) => a.username)).toContain('ttyuser3');
       expect(listed.result.accounts.map((a) => a.username)).not.toContain('ttyuser2');
     });
 

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { UsageError } from '../../errors.js';
 import { HttpError } from '../http-error.js';
 import type { SqlDatabase } from '../sql.js';
 import {
@@ -73,14 +74,16 @@ const PURGE_EVERY_MS = 3600_000;
 
 /**
  * Registers `POST /api/auth/token/`, `POST /api-token-auth/` and `DELETE /api/auth/token/`, and
- * decorates `app.requireSync`. Run {@link installAuthSchema} on the database first.
+ * decorates `app.requireSync`. Run `installAuthSchema` on the database first.
  */
 export async function registerAuth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   const db = options.db;
   const rule: SyncRule = parseSyncRule(options.syncPermission || 'staff');
   const ruleText = formatSyncRule(rule);
   const ttl = options.tokenTtlSeconds ?? DEFAULT_TOKEN_TTL_SECONDS;
-  if (!Number.isSafeInteger(ttl) || ttl < 1) throw new RangeError(`tokenTtlSeconds must be a positive integer, got ${ttl}`);
+  if (!Number.isSafeInteger(ttl) || ttl < 1) {
+    throw new UsageError('EPS_USAGE', `The token lifetime must be a whole number of seconds above 0, not ${ttl}.`, { hint: 'Use 43200 (12 hours) unless you have a reason not to.' });
+  }
   const now = options.now ?? (() => new Date());
   const byIp = new FailureLimiter(options.rateLimit?.perIp ?? DEFAULT_RATE_LIMITS.perIp);
   const byUsername = new FailureLimiter(options.rateLimit?.perUsername ?? DEFAULT_RATE_LIMITS.perUsername);
