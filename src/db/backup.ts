@@ -207,6 +207,9 @@ export async function takeBackup(options: TakeBackupOptions): Promise<BackupResu
   const now = options.now ?? (() => new Date());
   const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
   const started = performance.now();
+  if (options.keep !== undefined && (!Number.isInteger(options.keep) || options.keep < 1)) {
+    throw new RangeError(`keep must be a whole number >= 1, got ${options.keep}`);
+  }
   const source = openDatabase(options.databasePath, { mode: 'read', busyTimeoutMs });
   let partial: string | undefined;
   let createdDir: string | undefined;
@@ -274,10 +277,12 @@ async function copyOnline(source: SqliteDatabase, partial: string, databasePath:
   }
 }
 
-function asBackupError(error: unknown, databasePath: string, target: string, busyTimeoutMs: number): LocalDatabaseError {
+// File-system and SQLite failures become local database errors; anything else is a bug and stays as it is.
+function asBackupError(error: unknown, databasePath: string, target: string, busyTimeoutMs: number): unknown {
   if (isEpetsyncError(error)) return error;
   if (sqliteCode(error) !== undefined) return toLocalDatabaseError(error, databasePath, { busyTimeoutMs, action: 'back up' });
-  const code = (error as NodeJS.ErrnoException).code ?? (error instanceof Error ? error.message : String(error));
+  const code = error instanceof Error ? (error as NodeJS.ErrnoException).code : undefined;
+  if (typeof code !== 'string') return error;
   return new LocalDatabaseError('EPS_BACKUP_FAILED', `Cannot write the backup ${target}: ${code}`, {
     hint: 'Check that the backup folder is writable and the disk is not full.',
     details: { path: target, errno: code },

@@ -157,18 +157,20 @@ export function restoreDatabase(options: RestoreOptions): RestoreResult {
     syncDir(dirname(target));
   } catch (cause) {
     // Put back what was moved so a failed restore leaves the live files as they were.
+    const stranded: ReplacedFile[] = [];
     for (const r of [...replaced].reverse()) {
       try {
         renameSync(r.to, r.from);
       } catch {
-        // Left under its .replaced name; the message below says where.
+        stranded.push(r);
       }
     }
     removeWithSidecars(temp);
     const code = (cause as NodeJS.ErrnoException).code ?? String(cause);
-    throw new LocalDatabaseError('EPS_DB_OPEN_FAILED', `Cannot move ${target} aside to restore the backup (${code}); nothing was changed`, {
+    const outcome = stranded.length === 0 ? 'nothing was changed' : `these files are still under their new names: ${stranded.map((r) => r.to).join(', ')}`;
+    throw new LocalDatabaseError('EPS_DB_OPEN_FAILED', `Cannot move ${target} aside to restore the backup (${code}); ${outcome}`, {
       hint: 'Close the Vet Portal app (it keeps the file open) and run the restore again.',
-      details: { path: target, errno: code },
+      details: { path: target, errno: code, stranded },
       cause,
     });
   }

@@ -84,6 +84,22 @@ describe('db/restore', () => {
     expect(readdirSync(join(dir, 'backups'))).toEqual([backup.file]);
   });
 
+  it('puts the live files back when one of them cannot be moved aside', async () => {
+    const dir = tempDir();
+    const db = makeClinicDb(join(dir, 'db.sqlite3'), { owners: 5 });
+    const { backup } = await takeBackup({ databasePath: db, backupDir: join(dir, 'backups') });
+    writeFileSync(`${db}-wal`, '');
+    // A non-empty folder squatting on the -wal's new name makes that one rename fail half-way.
+    mkdirSync(join(dir, 'db.sqlite3-wal.replaced-20261125T103000000Z'));
+    writeFileSync(join(dir, 'db.sqlite3-wal.replaced-20261125T103000000Z', 'x'), 'x');
+    const before = hashTree(dir);
+    const error = failure(() => restoreDatabase({ databasePath: db, backupPath: backup.path, now: () => new Date('2026-11-25T10:30:00.000Z') }));
+    expect(error.code).toBe('EPS_DB_OPEN_FAILED');
+    expect(error.message).toMatch(new RegExp(`^Cannot move ${db.replace(/\./g, '\\.')} aside to restore the backup \\(E[A-Z]+\\); nothing was changed$`));
+    expect(error.hint).toBe('Close the Vet Portal app (it keeps the file open) and run the restore again.');
+    expect(hashTree(dir)).toEqual(before);
+  });
+
   it('refuses a corrupt backup and changes nothing', async () => {
     const dir = tempDir();
     const db = makeClinicDb(join(dir, 'db.sqlite3'), { owners: 300 });
