@@ -454,8 +454,9 @@ export class RemoteDatabaseClient {
   async info(options: CallOptions = {}): Promise<ServerInfo> {
     const signal = this.signalFor(options.signal);
     const info = await this.request({ route: 'sync', method: 'GET', auth: true, retry: true, signal }, (res) => this.readJson(res, serverInfoSchema, 'server info'));
-    if (this.endpoint && this.endpoint.serverIdentity === null) {
-      this.endpoint = { ...this.endpoint, serverIdentity: { service: info.service, protocol: info.protocol, serverVersion: info.server_version } };
+    const identity = { service: info.service, protocol: info.protocol, serverVersion: info.server_version };
+    if (this.endpoint && JSON.stringify(this.endpoint.serverIdentity) !== JSON.stringify(identity)) {
+      this.endpoint = { ...this.endpoint, serverIdentity: identity };
       this.saveEndpoint(this.endpoint);
     }
     return info;
@@ -780,6 +781,14 @@ export class RemoteDatabaseClient {
   }
 
   private answerError(res: RawResponse, body: unknown): EpetsyncError {
+    if (res.status >= 300 && res.status < 400) {
+      const location = redactText(String(res.headers.location ?? '(no Location header)')).slice(0, 300);
+      // Not followed on purpose: a redirect could carry the bearer token to another host or to http.
+      return new ProtocolError('EPS_PROTOCOL_MALFORMED', `The server redirected ${res.url.pathname} to ${location}; epetsync does not follow redirects`, {
+        hint: 'Set remote_database.url to the address the server redirects to (often https:// instead of http://, or another host name).',
+        details: { status: res.status, location, url: `${res.url.origin}${res.url.pathname}` },
+      });
+    }
     const error = responseError(res.status, body, res.requestId, res.url);
     const retryAfter = parseRetryAfter(res.headers['retry-after']);
     if (error.details) {

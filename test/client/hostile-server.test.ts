@@ -221,6 +221,24 @@ describe('RemoteDatabaseClient against a hostile server', () => {
     expect(error).toMatchObject({ code: 'EPS_PROTOCOL_MALFORMED', message: 'The server answered with an unsupported content encoding "br"' });
   });
 
+  it('does not follow a redirect, and says where it pointed', async () => {
+    const server = await serve(
+      apiHandler({
+        '/api/database/sync/': (_req, res) => {
+          res.writeHead(301, { location: 'https://elsewhere.example.org/api/database/sync/' });
+          res.end();
+          return true;
+        },
+      }),
+    );
+    const error = await client(server.url).info().catch((e: unknown) => e);
+    expect(error).toMatchObject({
+      code: 'EPS_PROTOCOL_MALFORMED',
+      message: 'The server redirected /api/database/sync/ to https://elsewhere.example.org/api/database/sync/; epetsync does not follow redirects',
+    });
+    expect(server.requests.filter((r) => r.path === '/api/database/sync/')).toHaveLength(1);
+  });
+
   it('rejects hostile keys in change values', async () => {
     const server = await serve(
       apiHandler({

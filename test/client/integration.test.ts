@@ -131,6 +131,13 @@ describe('RemoteDatabaseClient against the real server', () => {
     await c.close();
   });
 
+  it('reports a snapshot of a table the server does not sync', async () => {
+    const c = client();
+    const error = await caught(collect(c.snapshot(['clinic_nope'])));
+    expect(error).toMatchObject({ code: 'EPS_REQUEST_REJECTED', status: 400, wireCode: 'UNKNOWN_TABLE', details: { table: 'clinic_nope' } });
+    await c.close();
+  });
+
   it('uploads a batch, replays it idempotently, and keeps it out of its own feed', async () => {
     const c = client({ nodeId: 'desk-up' });
     const head = (await c.info()).head_cursor;
