@@ -30,7 +30,9 @@ function humanLines(target: NodeJS.WritableStream): Writable {
   return new Writable({
     write(chunk: Buffer, _enc, done) {
       try {
-        const entry = JSON.parse(chunk.toString('utf8')) as { level: number; msg?: string; err?: { message?: string } };
+        const entry = JSON.parse(chunk.toString('utf8')) as { level: number; msg?: string; err?: { message?: string }; terminal?: boolean };
+        // An entry the CLI already shows the person in another form (an error's Error/Try lines).
+        if (entry.terminal === false) return done();
         const level = LEVEL_NAMES[entry.level] ?? String(entry.level);
         const detail = entry.err?.message && entry.err.message !== entry.msg ? ` (${entry.err.message})` : '';
         target.write(`${level}: ${entry.msg ?? ''}${detail}\n`);
@@ -43,7 +45,8 @@ function humanLines(target: NodeJS.WritableStream): Writable {
 }
 
 /**
- * Creates the process logger: JSON lines to the log file, human lines to stderr.
+ * Creates the process logger: JSON lines to the log file, human lines to stderr (entries logged
+ * with `terminal: false` go to the file only).
  * Every line passes through secret scrubbing at the very end, so a secret that slipped into a
  * message, an error or a URL is redacted whatever the level.
  */

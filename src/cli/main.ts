@@ -171,7 +171,7 @@ async function runCommand(
     logger.info({ command: name, exitCode: code }, `${name} finished`);
     return code;
   } catch (error) {
-    logger.error({ err: error }, `${name} failed`);
+    logger.error({ err: error, terminal: false }, `${name} failed`);
     return reportError(error, { json, stdout: io.stdout, stderr: io.stderr, command: name, color: out.color.level > 0 });
   } finally {
     stopSignals();
