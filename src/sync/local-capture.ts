@@ -219,3 +219,31 @@ export function parseKey(text: string): PrimaryKeyValue[] {
   }
   return values;
 }
+
+/** Reads a value from epetsync's key/value table in the desktop database (null when unset or not installed). */
+export function readMeta(db: Database.Database, key: string): string | null {
+  const exists = db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(`${INTERNAL_PREFIX}meta`);
+  if (!exists) return null;
+  const row = db.prepare(`SELECT value FROM ${INTERNAL_PREFIX}meta WHERE key = ?`).get(key) as { value: string | null } | undefined;
+  return row?.value ?? null;
+}
+
+/**
+ * Writes a value to epetsync's key/value table. Call it inside the transaction that applies the
+ * data it describes (the pull cursor with the rows of its page): invariant 3, a cursor is
+ * persisted in the same transaction as the data it covers.
+ */
+export function writeMeta(db: Database.Database, key: string, value: string | null): void {
+  db.prepare(`INSERT INTO ${INTERNAL_PREFIX}meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`).run(key, value);
+}
+
+/** Names the meta keys the sync engine and migrate share. */
+export const META = {
+  /** Feed cursor up to which remote changes are applied locally. */
+  pullCursor: 'pull_cursor',
+  /** Server identity the cursor belongs to (a cursor is meaningless on another server). */
+  serverId: 'server_id',
+  /** ISO time of the last completed migrate. */
+  migratedAt: 'migrated_at',
+} as const;
+

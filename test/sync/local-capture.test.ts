@@ -13,7 +13,10 @@ import {
   parseKey,
   pendingSummary,
   readPendingChanges,
+  META,
+  readMeta,
   removeCapture,
+  writeMeta,
   type CapturedTable,
 } from '../../src/sync/local-capture.js';
 import { desktopWrite } from '../helpers/desktop-writer.js';
@@ -126,5 +129,27 @@ describe('local-capture', () => {
   it('parses every literal quote() writes', () => {
     expect(parseKey("1,'a''b,c',X'00FF',NULL,-5,2.5")).toEqual([1n, "a'b,c", Buffer.from([0, 255]), null, -5n, 2.5]);
     expect(() => parseKey("'unterminated")).toThrow('malformed changelog key');
+  });
+});
+
+describe('local-capture meta', () => {
+  it('persists the pull cursor with the rows of the same transaction, or not at all', () => {
+    const { db } = clinicDb();
+    installCapture(db, TABLES);
+    expect(readMeta(db, META.pullCursor)).toBeNull();
+    applyWithoutCapture(db, () => {
+      db.prepare('INSERT INTO clinic_owner (id, name) VALUES (?, ?)').run(1n, 'from the web');
+      writeMeta(db, META.pullCursor, 'c1.10.5');
+    });
+    expect(readMeta(db, META.pullCursor)).toBe('c1.10.5');
+    expect(() =>
+      applyWithoutCapture(db, () => {
+        db.prepare('INSERT INTO clinic_owner (id, name) VALUES (?, ?)').run(2n, 'page 2');
+        writeMeta(db, META.pullCursor, 'c1.11.9');
+        throw new Error('crash during apply');
+      }),
+    ).toThrow('crash during apply');
+    expect(readMeta(db, META.pullCursor)).toBe('c1.10.5');
+    expect(db.prepare('SELECT count(*) AS n FROM clinic_owner').get()).toEqual({ n: 1n });
   });
 });
