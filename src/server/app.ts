@@ -43,7 +43,8 @@ export function serverVersion(): string {
 /** Everything the routes need: the database, its synced scope and the server's settings. */
 export interface SyncAppOptions {
   db: SqlDatabase;
-  schema: SyncSchema;
+  /** The synced scope, or a function returning the current one (it changes when the web app migrates). */
+  schema: SyncSchema | (() => SyncSchema);
   changes: ChangeSignal;
   conflictPolicy: ConflictPolicy;
   updatedAtColumn?: string | undefined;
@@ -113,7 +114,8 @@ const BULK_QUERY = {
 export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInstance> {
   const limits: BodyLimits = { ...DEFAULT_BODY_LIMITS, ...options.limits };
   const { db, changes } = options;
-  const schema = options.schema;
+  const source = options.schema;
+  const current = (): SyncSchema => (typeof source === 'function' ? source() : source);
   const app = Fastify({
     ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
     bodyLimit: limits.maxDecompressedBytes,
@@ -165,6 +167,7 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
   });
 
   app.get('/api/database/sync/', { schema: { querystring: NO_QUERY, headers: NODE_HEADERS }, preHandler: requireSync }, async (request) => {
+    const schema = current();
     const node = nodeOf(request);
     const head = await headCursor(db);
     let client: Record<string, unknown> | null = null;
@@ -203,6 +206,7 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
   });
 
   app.get('/api/database/download/', { schema: { querystring: DOWNLOAD_QUERY, headers: NODE_HEADERS }, preHandler: requireSync }, async (request, reply) => {
+    const schema = current();
     const q = request.query as { since?: string; limit?: string; wait?: string; tables?: string; after_table?: string; after?: string };
     const tables = q.tables === undefined ? undefined : q.tables.split(',').filter((n) => n !== '').map((n) => requireTable(schema, n));
     if (q.since === undefined) {
@@ -271,14 +275,14 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
     preHandler: requireSync,
   }, async (request) => {
     const batch = request.body as UploadBatch;
-    const result = await applyUpload(db, schema, batch, { node: nodeOf(request)!, policy: options.conflictPolicy, updatedAtColumn: options.updatedAtColumn });
+    const result = await applyUpload(db, current(), batch, { node: nodeOf(request)!, policy: options.conflictPolicy, updatedAtColumn: options.updatedAtColumn });
     request.log.info({ batch_id: batch.batch_id, applied: result.applied, conflicts: result.conflicts, replayed: result.replayed }, 'upload batch');
     return result;
   });
 
   app.get('/api/database/bulk/', { schema: { querystring: BULK_QUERY, headers: NODE_HEADERS }, preHandler: requireSync }, async (request) => {
     const q = request.query as { table: string; load_id: string };
-    return bulkProgress(db, schema, q.table, q.load_id);
+    return bulkProgress(db, current(), q.table, q.load_id);
   });
 
   app.post('/api/database/bulk/', {
@@ -291,7 +295,7 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
     preHandler: requireSync,
   }, async (request) => {
     const q = request.query as { table: string; load_id: string };
-    const result = await applyBulkLoad(db, schema, q.table, q.load_id, request.body as string);
+    const result = await applyBulkLoad(db, current(), q.table, q.load_id, request.body as string);
     request.log.info({ table: result.table, load_id: result.load_id, rows: result.rows, total_rows: result.total_rows }, 'bulk load chunk');
     return result;
   });

@@ -40,6 +40,8 @@ export interface SyncServerOptions {
   install?: boolean | undefined;
   limits?: Partial<BodyLimits> | undefined;
   logger?: FastifyBaseLogger | undefined;
+  /** How often to look for tables or columns the web app added or dropped (default 60 s; 0: only at start). */
+  schemaRefreshSeconds?: number | undefined;
 }
 
 /** A running sync server. */
@@ -48,7 +50,10 @@ export interface SyncServer {
   port: number;
   app: FastifyInstance;
   db: SqlDatabase;
-  schema: SyncSchema;
+  /** The synced scope in force (replaced when a refresh finds the schema changed). */
+  readonly schema: SyncSchema;
+  /** Re-reads the catalogue; when tables or columns changed, installs capture on them and swaps the scope in. Returns true when it changed. */
+  refreshSchema(): Promise<boolean>;
   /** Stops accepting, finishes in-flight requests, ends long polls and closes the database. */
   close(): Promise<void>;
 }
@@ -57,12 +62,13 @@ export interface SyncServer {
 export async function startSyncServer(options: SyncServerOptions = {}): Promise<SyncServer> {
   const db = await openSqlDatabase({ databaseUrl: options.databaseUrl, dataDir: options.dataDir, memory: options.memory });
   try {
-    const schema = await introspectSchema(db, { include: options.include, exclude: options.exclude });
+    let schema = await introspectSchema(db, { include: options.include, exclude: options.exclude });
     if (options.updatedAtColumn) {
       const missing = schema.tables.length > 0 && schema.tables.every((t) => !t.columnsByName.has(options.updatedAtColumn!));
       if (missing) options.logger?.warn(`no synced table has the updated-at column "${options.updatedAtColumn}": newest-wins will always keep the server's version`);
     }
-    if (options.install === false) {
+    const install = options.install !== false;
+    if (!install) {
       if (!(await isInstalled(db))) {
         throw new EpetsyncError('EPS_SERVE_DATABASE', 'The epetsync schema is not installed in this database and --no-install was given', {
           hint: 'Start epetsync serve once without --no-install (it installs the schema and triggers idempotently).',
@@ -77,9 +83,23 @@ export async function startSyncServer(options: SyncServerOptions = {}): Promise<
     }
     const changes = await listenForChanges(db);
     const closing = new AbortController();
+    let refreshing: Promise<boolean> | undefined;
+    const refreshSchema = (): Promise<boolean> => {
+      refreshing ??= (async () => {
+        const next = await introspectSchema(db, { include: options.include, exclude: options.exclude });
+        if (schemaSignature(next) === schemaSignature(schema)) return false;
+        if (install) await installChangeCapture(db, next, (tx) => installAuthSchema(tx));
+        schema = next;
+        options.logger?.info({ tables: next.tables.length }, 'the database schema changed: sync scope refreshed');
+        return true;
+      })().finally(() => {
+        refreshing = undefined;
+      });
+      return refreshing;
+    };
     const app = await buildSyncApp({
       db,
-      schema,
+      schema: () => schema,
       changes,
       conflictPolicy: options.conflictPolicy ?? 'server-wins',
       updatedAtColumn: options.updatedAtColumn,
@@ -103,16 +123,28 @@ export async function startSyncServer(options: SyncServerOptions = {}): Promise<
     }
     const port = (app.server.address() as AddressInfo).port;
     const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    const everySeconds = options.schemaRefreshSeconds ?? 60;
+    const timer = everySeconds > 0
+      ? setInterval(() => {
+          refreshSchema().catch((error: unknown) => options.logger?.warn({ err: error }, 'schema refresh failed; keeping the previous sync scope'));
+        }, everySeconds * 1000)
+      : undefined;
+    timer?.unref();
     let closed: Promise<void> | undefined;
     return {
       url,
       port,
       app,
       db,
-      schema,
+      get schema() {
+        return schema;
+      },
+      refreshSchema,
       close() {
         closed ??= (async () => {
+          clearInterval(timer);
           closing.abort();
+          await refreshing?.catch(() => {});
           await app.close();
           await changes.close();
           await db.close();
@@ -128,4 +160,11 @@ export async function startSyncServer(options: SyncServerOptions = {}): Promise<
       cause: error,
     });
   }
+}
+
+function schemaSignature(schema: SyncSchema): string {
+  return JSON.stringify([
+    schema.tables.map((t) => [t.schema, t.name, t.primaryKey, t.columns.map((c) => [c.name, c.type, c.nullable, c.default])]),
+    schema.unsynced,
+  ]);
 }

@@ -69,7 +69,35 @@ async function openPostgres(url: string, poolSize: number): Promise<SqlDatabase>
       cause,
     });
   }
-  const listeners = new Map<string, { client: import('pg').PoolClient; handlers: Set<(p: string) => void> }>();
+  const listeners = new Map<string, { client: import('pg').PoolClient | undefined; handlers: Set<(p: string) => void> }>();
+  let closing = false;
+  // A checked-out client has no pool error listener: without one, a connection dropped between
+  // two queries (server restart, admin kill) would be an unhandled 'error' and end the process.
+  const onClientError = (): void => {};
+  const attachListener = async (channel: string, entry: { client: import('pg').PoolClient | undefined; handlers: Set<(p: string) => void> }): Promise<void> => {
+    const client = await pool.connect();
+    client.on('notification', (msg) => {
+      if (msg.channel === channel) for (const h of entry.handlers) h(msg.payload ?? '');
+    });
+    client.on('error', (error) => {
+      // The LISTEN connection died: drop it and listen again on a fresh one. Waiters meanwhile
+      // fall back to their own polling tick, so nothing is missed, only woken later.
+      client.release(error);
+      entry.client = undefined;
+      const retry = (): void => {
+        if (closing || !listeners.has(channel)) return;
+        attachListener(channel, entry).catch(() => setTimeout(retry, 1000).unref());
+      };
+      setTimeout(retry, 250).unref();
+    });
+    try {
+      await client.query(`LISTEN ${quoteIdent(channel)}`);
+    } catch (error) {
+      client.release(error as Error);
+      throw error;
+    }
+    entry.client = client;
+  };
   return {
     kind: 'postgres',
     async query(text, params) {
@@ -78,6 +106,8 @@ async function openPostgres(url: string, poolSize: number): Promise<SqlDatabase>
     },
     async transaction(fn) {
       const client = await pool.connect();
+      client.on('error', onClientError);
+      let broken: Error | undefined;
       try {
         await client.query('BEGIN');
         const result = await fn({
@@ -95,23 +125,27 @@ async function openPostgres(url: string, poolSize: number): Promise<SqlDatabase>
         await client.query('COMMIT');
         return result;
       } catch (error) {
-        await client.query('ROLLBACK').catch(() => {});
+        await client.query('ROLLBACK').catch((rollbackError: Error) => {
+          broken = rollbackError;
+        });
         throw error;
       } finally {
-        client.release();
+        client.off('error', onClientError);
+        // A client whose ROLLBACK failed is not reusable: destroy it instead of pooling it.
+        client.release(broken);
       }
     },
     async listen(channel, onNotify) {
       let entry = listeners.get(channel);
       if (!entry) {
-        const client = await pool.connect();
-        const handlers = new Set<(p: string) => void>();
-        client.on('notification', (msg) => {
-          if (msg.channel === channel) for (const h of handlers) h(msg.payload ?? '');
-        });
-        await client.query(`LISTEN ${quoteIdent(channel)}`);
-        entry = { client, handlers };
+        entry = { client: undefined, handlers: new Set<(p: string) => void>() };
         listeners.set(channel, entry);
+        try {
+          await attachListener(channel, entry);
+        } catch (error) {
+          listeners.delete(channel);
+          throw error;
+        }
       }
       entry.handlers.add(onNotify);
       const current = entry;
@@ -120,7 +154,8 @@ async function openPostgres(url: string, poolSize: number): Promise<SqlDatabase>
       };
     },
     async close() {
-      for (const { client } of listeners.values()) client.release();
+      closing = true;
+      for (const { client } of listeners.values()) client?.release();
       listeners.clear();
       await pool.end();
     },

@@ -240,6 +240,24 @@ describe.each(ENGINES)('sync API on %s', (engine) => {
     expect(committedAt - started).toBeGreaterThanOrEqual(650);
   });
 
+  it('picks up a table the web app adds by migration, with change capture on it', async () => {
+    expect(await h.server.refreshSchema()).toBe(false);
+    await h.sql(`CREATE TABLE clinic_invoice (id bigserial PRIMARY KEY, total numeric(10,2) NOT NULL)`);
+    await h.sql(`ALTER TABLE clinic_visit ADD COLUMN room text`);
+    expect(await h.server.refreshSchema()).toBe(true);
+    const info = h.json<{ tables: Array<{ name: string; columns: Array<{ name: string }> }> }>(await h.call({ method: 'GET', url: '/api/database/sync/' }));
+    expect(info.tables.map((t) => t.name)).toContain('clinic_invoice');
+    expect(info.tables.find((t) => t.name === 'clinic_visit')!.columns.map((c) => c.name)).toEqual(['id', 'note', 'room']);
+    const since = await head();
+    await h.sql(`INSERT INTO clinic_invoice (total) VALUES (99.90)`);
+    await h.sql(`UPDATE clinic_visit SET room = 'B' WHERE id = 1`);
+    const page = await feed(since);
+    expect(page.changes.map((c) => [c.table, c.values])).toEqual([
+      ['clinic_invoice', { id: '1', total: '99.90' }],
+      ['clinic_visit', { id: 1, note: 'visit 1', room: 'B' }],
+    ]);
+  });
+
   it('answers an empty long poll when the wait runs out, with the same cursor', async () => {
     const since = await head();
     const started = Date.now();

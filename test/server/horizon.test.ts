@@ -99,6 +99,21 @@ describe('change feed safe horizon on real PostgreSQL', () => {
     }
   });
 
+  it('survives its LISTEN and pooled connections being killed, and long polls still wake', async () => {
+    const admin = await client();
+    const killed = await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'epetsync-serve'`);
+    expect(killed.rowCount).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 300));
+    const since = await head();
+    const pending = h.call({ method: 'GET', url: `/api/database/download/?since=${since}&wait=10` });
+    await new Promise((r) => setTimeout(r, 500));
+    const committedAt = Date.now();
+    await admin.query(`INSERT INTO clinic_visit (id, note) VALUES (10031, 'after the kill')`);
+    const page = h.json<FeedBody>(await pending);
+    expect(Date.now() - committedAt).toBeLessThan(1000);
+    expect(ids(page)).toEqual([10031]);
+  });
+
   it('captures writes the web app makes directly over its own connection, including a key change', async () => {
     const since = await head();
     const web = await client();
