@@ -1,11 +1,11 @@
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import type { CommandContext } from '../cli/context.js';
 import type { Output } from '../cli/output.js';
 import type { CommandModule } from '../cli/spec.js';
 import { EpetsyncError, UsageError } from '../errors.js';
 import { registerSecret } from '../redact.js';
-import { createAccount, detectSource, installAuthSchema, listAccounts, removeAccount, type AccountChange, type AccountSource, type AccountSummary } from '../server/auth/index.js';
+import { checkUsername, createAccount, detectSource, installAuthSchema, listAccounts, removeAccount, type AccountChange, type AccountSource, type AccountSummary } from '../server/auth/index.js';
 import { defaultDataDir } from '../server/data-dir.js';
 import { openSqlDatabase, type SqlDatabase } from '../server/sql.js';
 
@@ -47,7 +47,12 @@ const PASSWORD_ENV = 'EPETSYNC_NEW_PASSWORD';
 const MIN_PASSWORD_LENGTH = 8;
 
 // Every result names the database it touched, so an account never lands somewhere unnoticed.
-async function withDatabase<T>(ctx: CommandContext, opts: ServeUserOptions, fn: (db: SqlDatabase, database: string) => Promise<T>): Promise<T> {
+async function withDatabase<T>(
+  ctx: CommandContext,
+  opts: ServeUserOptions,
+  mode: 'create' | 'existing',
+  fn: (db: SqlDatabase, database: string) => Promise<T>,
+): Promise<T> {
   const dataDir = resolve(ctx.cwd, opts.dataDir ?? defaultDataDir(ctx.hasConfig() ? ctx.config().dir : undefined, ctx.cwd));
   let db: SqlDatabase;
   let database: string;
@@ -56,6 +61,12 @@ async function withDatabase<T>(ctx: CommandContext, opts: ServeUserOptions, fn: 
     database = displayUrl(opts.databaseUrl);
   } else {
     database = dataDir;
+    // Listing or removing must never leave a new, empty database behind in a mistyped folder.
+    if (mode === 'existing' && !existsSync(join(dataDir, 'PG_VERSION'))) {
+      throw new UsageError('EPS_USAGE', `There is no embedded database in ${dataDir}.`, {
+        hint: 'Pass the --data-dir (or --database-url) that epetsync serve uses; "epetsync serve user add" creates the embedded database.',
+      });
+    }
     try {
       // PGlite creates the data folder itself but not its parents.
       mkdirSync(dirname(dataDir), { recursive: true });
@@ -80,8 +91,9 @@ export const add: CommandModule<ServeUserOptions, AddResult> = {
   async run(ctx, opts, args) {
     const username = args[0] ?? '';
     // Fail on a missing password before touching the database.
+    checkUsername(username);
     const fromEnv = envPassword(ctx, username);
-    return withDatabase(ctx, opts, async (db, database) => {
+    return withDatabase(ctx, opts, 'create', async (db, database) => {
       const { source } = await detectSource(db);
       if (source === 'django') {
         throw new UsageError('EPS_USAGE', `This database has the web app's Django auth_user table, so epetsync serve uses the web app's users; "${username}" was not added.`, {
@@ -104,7 +116,7 @@ export const add: CommandModule<ServeUserOptions, AddResult> = {
 export const remove: CommandModule<ServeUserOptions, RemoveResult> = {
   async run(ctx, opts, args) {
     const username = args[0] ?? '';
-    return withDatabase(ctx, opts, async (db, database) => {
+    return withDatabase(ctx, opts, 'existing', async (db, database) => {
       const { removed, tokensRevoked } = await removeAccount(db, username);
       if (!removed) {
         throw new UsageError('EPS_USAGE', `There is no epetsync account named "${username}".`, { hint: 'Run "epetsync serve user list" to see the accounts.' });
@@ -123,7 +135,7 @@ export const remove: CommandModule<ServeUserOptions, RemoveResult> = {
 /** Lists epetsync's own accounts: `epetsync serve user list`. */
 export const list: CommandModule<ServeUserOptions, ListResult> = {
   async run(ctx, opts) {
-    return withDatabase(ctx, opts, async (db, database) => {
+    return withDatabase(ctx, opts, 'existing', async (db, database) => {
       const { source } = await detectSource(db);
       return { source, accounts: await listAccounts(db), database };
     });

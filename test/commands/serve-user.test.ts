@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -135,6 +135,23 @@ describe('serve user (built binary)', () => {
       expect(listed.result.accounts.map((a) => a.username)).toContain('ttyuser');
       expect(listed.result.accounts.map((a) => a.username)).toContain('ttyuser3');
       expect(listed.result.accounts.map((a) => a.username)).not.toContain('ttyuser2');
+    });
+
+    it('does not create a database to list or remove in a folder that has none', async () => {
+      const empty = mkdtempSync(join(tmpdir(), 'eps-serve-user-empty-'));
+      try {
+        for (const args of [['serve', 'user', 'list'], ['serve', 'user', 'remove', 'frontdesk']]) {
+          const failed = await runCli([...args, '--data-dir', join(empty, 'typo')], { cwd: empty, env: { DATABASE_URL: '' } });
+          expect(failed.code).toBe(2);
+          expect(lastLines(failed.stderr, 2)).toEqual([
+            expect.stringMatching(/^Error: There is no embedded database in \/.+\.$/),
+            'Try: Pass the --data-dir (or --database-url) that epetsync serve uses; "epetsync serve user add" creates the embedded database.',
+          ]);
+        }
+        expect(readdirSync(empty)).toEqual([]);
+      } finally {
+        rmSync(empty, { recursive: true, force: true });
+      }
     });
 
     it('refuses a short password and a username Django would refuse', async () => {

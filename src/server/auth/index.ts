@@ -5,6 +5,7 @@ export {
   removeAccount,
   listAccounts,
   revokeTokensOf,
+  checkUsername,
   detectSource,
   parseSyncRule,
   type AccountChange,
