@@ -170,7 +170,8 @@ describe('status', () => {
     const run = await runCli(['status', '--config', clinic.config], { cwd: clinic.dir });
     expect(run.code).toBe(2);
     expect(run.stdout).toBe('');
-    expect(errorLines(run.stderr).filter((l) => !l.startsWith('warn: '))).toEqual([
+    expect(errorLines(run.stderr)).toEqual([
+      'warn: database.path is a Windows path (C:\\epetcare\\db.sqlite3); it can only be used on Windows',
       `Error: database.path is a Windows path (C:\\epetcare\\db.sqlite3) but epetsync is running on ${process.platform}`,
       'Try: Set database.path to the file\'s path on this machine, or set EPETSYNC_DB for this run.',
     ]);

@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import Database from 'better-sqlite3';
+import { expect } from 'vitest';
 
 /** Returns a fresh temp folder (`eps-…`). */
 export function tempDir(): string {
@@ -109,12 +110,8 @@ export function makeClinicFolder(database: Record<string, unknown> = {}): Clinic
   return { root, dir, config, db: join(dir, 'db.sqlite3'), backupDir: join(dir, 'backups'), logFile };
 }
 
-/**
- * Returns the stderr lines of a failed CLI run without the log echo (`error: epetsync status failed (…)`)
- * that the terminal logger adds before them, so tests pin the `Error:`/`Try:` lines exactly.
- */
+/** Returns the lines of a CLI run's stderr (without the final newline), for exact `Error:`/`Try:` assertions. */
 export function errorLines(stderr: string): string[] {
-  return stderr
-    .split('\n')
-    .filter((line) => line !== '' && !/^error: epetsync [a-z -]+ failed \(/.test(line));
+  expect(stderr.endsWith('\n')).toBe(true);
+  return stderr.slice(0, -1).split('\n');
 }
