@@ -191,6 +191,36 @@ describe('auth', () => {
       expect(wrong.headers['content-type']).toBe(unknown.headers['content-type']);
     });
 
+    it('spends as long on an unknown user as on a wrong password', async () => {
+      // A costly hash on the most recently active user: the dummy check for unknown names copies its cost.
+      await pgQuery(
+        pgdb.url,
+        `INSERT INTO public.auth_user (password, is_superuser, username, first_name, last_name, email, is_staff, is_active, date_joined, last_login)
+         VALUES ($1, false, 'slowhash', '', '', '', true, true, now(), now())`,
+        [djangoHash(PW.drsmith, 'sha256', 150_000)],
+      );
+      const timed = await buildApp(db, log, { rateLimit: { perIp: { max: 100, windowSeconds: 60 }, perUsername: { max: 100, windowSeconds: 60 } } });
+      const median = async (username: string): Promise<number> => {
+        const times: number[] = [];
+        for (let i = 0; i < 5; i += 1) {
+          const started = performance.now();
+          expect((await login(timed, username, PW.wrong, { ip: '10.9.9.9' })).statusCode).toBe(401);
+          times.push(performance.now() - started);
+        }
+        return times.sort((a, b) => a - b)[2]!;
+      };
+      try {
+        await median('nobody-at-all');
+        const wrong = await median('slowhash');
+        const unknown = await median('nobody-at-all');
+        expect(unknown).toBeGreaterThan(wrong * 0.5);
+        expect(unknown).toBeLessThan(wrong * 2);
+      } finally {
+        await timed.close();
+        await pgQuery(pgdb.url, "UPDATE public.auth_user SET last_login = NULL WHERE username = 'slowhash'");
+      }
+    });
+
     it('refuses an inactive user with 403, but only after a correct password', async () => {
       const right = await login(app, 'gone', PW.gone);
       expect(right.statusCode).toBe(403);
