@@ -795,6 +795,7 @@ export class RemoteDatabaseClient {
       error.details.url = redactText(`${res.url.origin}${res.url.pathname}`);
       if (retryAfter !== undefined) error.details.retry_after_ms = retryAfter;
     }
+    if (retryAfter !== undefined && res.status === 429) error.message += ` (the server asks to wait ${Math.ceil(retryAfter / 1000)} s)`;
     return error;
   }
 

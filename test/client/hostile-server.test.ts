@@ -140,6 +140,34 @@ describe('RemoteDatabaseClient against a hostile server', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(950);
   });
 
+  it('waits out a rate-limited login, and refuses to wait an hour', async () => {
+    let logins = 0;
+    let retryAfter = '1';
+    const server = await serve((req, res) => {
+      const path = new URL(req.url ?? '/', 'http://x').pathname;
+      if (path === '/.well-known/epetsync') return sendJson(res, 200, { service: 'epetsync', protocol: 1, server_version: '0.1.0', endpoints: info().endpoints });
+      if (path === '/api/auth/token/') {
+        logins += 1;
+        if (logins === 1 || retryAfter === '3600') {
+          return sendJson(res, 429, { error: { code: 'RATE_LIMITED', message: 'too many attempts', request_id: 'r429' } }, { 'retry-after': retryAfter });
+        }
+        return sendJson(res, 200, { token: TOKEN, token_type: 'Bearer', expires_at: new Date(Date.now() + 3600_000).toISOString(), expires_in: 3600, username: 'u' });
+      }
+      return false;
+    });
+    const ok = client(server.url, { token: undefined, username: 'u', password: 'p-long-enough' });
+    expect(await ok.authenticate()).toMatchObject({ source: 'login' });
+    expect(logins).toBe(2);
+    retryAfter = '3600';
+    const limited = client(server.url, { token: undefined, username: 'u', password: 'p-long-enough', stateFile: join(dir, 'other.json') });
+    const started = Date.now();
+    const error = await limited.authenticate().catch((e: unknown) => e);
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(error).toMatchObject({ code: 'EPS_REQUEST_REJECTED', status: 429, wireCode: 'RATE_LIMITED', details: { retry_after_ms: 3_600_000 } });
+    expect((error as Error).message).toBe('The server rejected the request to /api/auth/token/ (429 RATE_LIMITED): too many attempts (the server asks to wait 3600 s)');
+    expect((error as { hint: string }).hint).toContain('wait');
+  });
+
   it('gives up on a persistent 5xx with the request id and the remedy', async () => {
     const server = await serve(
       apiHandler({ '/api/database/sync/': (_req, res) => sendJson(res, 503, { error: { code: 'DATABASE_UNAVAILABLE', message: 'db down', request_id: 'req-77' } }, { 'retry-after': '0' }) }),
