@@ -1,3 +1,4 @@
+import { mkdirSync } from 'node:fs';
 import { EpetsyncError } from '../errors.js';
 
 /** Runs SQL with `$1`-style parameters; the same text runs on PostgreSQL and PGlite. */
@@ -165,7 +166,16 @@ async function openPostgres(url: string, poolSize: number): Promise<SqlDatabase>
 async function openPglite(dataDir: string | undefined): Promise<SqlDatabase> {
   const { PGlite } = await import('@electric-sql/pglite');
   const parsers = Object.fromEntries(TEXT_TYPE_OIDS.map((oid) => [oid, (v: string) => v]));
-  const db = dataDir ? await PGlite.create(dataDir, { parsers }) : await PGlite.create({ parsers });
+  let db: import('@electric-sql/pglite').PGlite;
+  try {
+    if (dataDir) mkdirSync(dataDir, { recursive: true });
+    db = dataDir ? await PGlite.create(dataDir, { parsers }) : await PGlite.create({ parsers });
+  } catch (cause) {
+    throw new EpetsyncError('EPS_SERVE_DATABASE', `Cannot open the embedded database${dataDir ? ` in ${dataDir}` : ''}: ${(cause as Error).message}`, {
+      hint: 'Check that the folder is writable and not used by another epetsync serve (or pass --data-dir / --memory).',
+      cause,
+    });
+  }
   // One session for the life of the database: set outside any transaction so it sticks.
   await db.exec(`SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'`);
   const run = async <Row>(ex: { query: (t: string, p?: unknown[]) => Promise<{ rows: unknown[]; affectedRows?: number }> }, text: string, params?: unknown[]) => {

@@ -1,3 +1,6 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, pgQuery, type TestDatabase } from '../helpers/pg.js';
 import { createSyncAccount, loginToken, startServeProcess } from '../helpers/server.js';
@@ -60,5 +63,19 @@ describe('epetsync serve (the built binary)', () => {
     }
     const result = JSON.parse(server.output().stdout.split('\n').slice(1).join('\n')) as { ok: boolean; result: { engine: string; stopped: boolean } };
     expect(result).toMatchObject({ ok: true, result: { engine: 'pglite', stopped: true } });
+  });
+
+  it('keeps the embedded database in .epetsync/pgdata under the working folder by default, and reopens it', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'eps-serve-'));
+    try {
+      const first = await startServeProcess({ memory: false, cwd });
+      expect(await first.stop()).toBe(0);
+      expect(existsSync(join(cwd, '.epetsync', 'pgdata', 'PG_VERSION'))).toBe(true);
+      const second = await startServeProcess({ memory: false, cwd });
+      expect((await fetch(`${second.url}/readyz`)).status).toBe(200);
+      expect(await second.stop()).toBe(0);
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
   });
 });
