@@ -208,7 +208,7 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
   app.get('/api/database/download/', { schema: { querystring: DOWNLOAD_QUERY, headers: NODE_HEADERS }, preHandler: requireSync }, async (request, reply) => {
     const schema = current();
     const q = request.query as { since?: string; limit?: string; wait?: string; tables?: string; after_table?: string; after?: string };
-    const tables = q.tables === undefined ? undefined : q.tables.split(',').filter((n) => n !== '').map((n) => requireTable(schema, n));
+    const tables = q.tables === undefined ? undefined : [...new Set(q.tables.split(',').filter((n) => n !== ''))].map((n) => requireTable(schema, n));
     if (q.since === undefined) {
       if (q.limit !== undefined || q.wait !== undefined) {
         throw new HttpError('BAD_REQUEST', 'limit and wait belong to the change feed: add since=<cursor>', { problems: [{ path: 'querystring', message: 'limit/wait need since' }] });

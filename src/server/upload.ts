@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { formatCursor, headCursor, parseCursor, type Cursor } from './cursor.js';
+import { checkCursorIssued, formatCursor, headCursor, parseCursor, type Cursor } from './cursor.js';
 import { fetchRowsByKey } from './feed.js';
 import { HttpError } from './http-error.js';
 import { quoteIdent, type SqlDatabase, type SqlExecutor } from './sql.js';
@@ -66,6 +66,13 @@ interface PreparedChange {
  */
 export async function applyUpload(db: SqlDatabase, schema: SyncSchema, batch: UploadBatch, options: UploadOptions): Promise<UploadResult> {
   const prepared = prepareBatch(schema, batch);
+  const bases = new Map<string, Cursor>();
+  if (batch.base_cursor !== undefined) bases.set(batch.base_cursor, parseCursor(batch.base_cursor, 'base_cursor'));
+  batch.changes.forEach((c, i) => {
+    if (c.base_cursor !== undefined) bases.set(c.base_cursor, parseCursor(c.base_cursor, `changes[${i}].base_cursor`));
+  });
+  // A base cursor from another database would silently hide every conflict.
+  for (const [text, cursor] of bases) await checkCursorIssued(db, cursor, text, 'base_cursor');
   const hash = requestHash(options.node, batch);
   type Outcome = { replay: UploadResult } | { fresh: Omit<UploadResult, 'cursor'> };
   const outcome = await db.transaction(async (tx): Promise<Outcome> => {

@@ -65,6 +65,7 @@ const CASES: Case[] = [
   { name: 'a cursor this server did not issue', status: 400, code: 'INVALID_CURSOR', request: { method: 'GET', url: '/api/database/download/?since=c2.1.2' } },
   { name: 'a cursor from the future', status: 400, code: 'INVALID_CURSOR', request: { method: 'GET', url: '/api/database/download/?since=c1.99999999999.1' } },
   { name: 'a base_cursor that is not one', status: 400, code: 'INVALID_CURSOR', request: upload({ batch_id: 'b', base_cursor: 'yesterday', changes: [{ table: 'clinic_visit', op: 'delete', pk: { id: 1 } }] }) },
+  { name: 'a base_cursor from another database', status: 400, code: 'INVALID_CURSOR', request: upload({ batch_id: 'b', base_cursor: 'c1.99999999999.1', changes: [{ table: 'clinic_visit', op: 'delete', pk: { id: 1 } }] }) },
   { name: 'an unknown table in a download', status: 400, code: 'UNKNOWN_TABLE', request: { method: 'GET', url: '/api/database/download/?tables=clinic_pet,nope' }, details: { table: 'nope' } },
   { name: 'a feed limit of 0', status: 400, code: 'BAD_REQUEST', request: { method: 'GET', url: '/api/database/download/?since=c1.0.0&limit=0' } },
   { name: 'a wait over 60 seconds', status: 400, code: 'BAD_REQUEST', request: { method: 'GET', url: '/api/database/download/?since=c1.0.0&wait=61' } },
