@@ -16,13 +16,13 @@ import type { SqlDatabase } from './sql.js';
 import { applyUpload, type ConflictPolicy, type UploadBatch } from './upload.js';
 import { fromWire, normaliseTimestamp } from './values.js';
 
-/** The protocol version this server speaks (docs/protocol.md). */
+/** Names the protocol version this server speaks (docs/protocol.md). */
 export const PROTOCOL_VERSION = 1;
-/** Upper bound on `wait` for a long-polling feed request, in seconds. */
+/** Caps `wait` for a long-polling feed request, in seconds. */
 export const MAX_WAIT_SECONDS = 60;
-/** Upper bound on changes in one upload batch. */
+/** Caps the changes in one upload batch. */
 export const MAX_BATCH_CHANGES = 5000;
-/** Upper bound on `limit` for one feed page. */
+/** Caps `limit` for one feed page. */
 export const MAX_FEED_LIMIT = 5000;
 
 /** Lists the API paths, as discovery and server info publish them. */
@@ -40,7 +40,7 @@ export function serverVersion(): string {
   return pkg.version;
 }
 
-/** Everything the routes need: the database, its synced scope and the server's settings. */
+/** Describes what the routes need: the database, its synced scope and the server's settings. */
 export interface SyncAppOptions {
   db: SqlDatabase;
   /** The synced scope, or a function returning the current one (it changes when the web app migrates). */

@@ -4,7 +4,7 @@ import { castParam, type SyncSchema, type TableInfo } from './schema.js';
 import { advanceSequence, databaseRefusal } from './upload.js';
 import { fromWire } from './values.js';
 
-/** The answer to one bulk-load request. */
+/** Describes the answer to one bulk-load request. */
 export interface BulkResult {
   table: string;
   load_id: string;
@@ -13,7 +13,7 @@ export interface BulkResult {
   last_key: unknown[] | null;
 }
 
-/** Where a bulk load stands: rows loaded and the last primary key acknowledged. */
+/** Describes where a bulk load stands: rows loaded and the last primary key acknowledged. */
 export interface BulkProgress {
   table: string;
   load_id: string;

@@ -1,13 +1,13 @@
 import { HttpError } from './http-error.js';
 import type { SqlExecutor } from './sql.js';
 
-/** A position in the change feed: after changelog entry (txid, seq). */
+/** Describes a position in the change feed: after changelog entry (txid, seq). */
 export interface Cursor {
   txid: string;
   seq: string;
 }
 
-/** The cursor before every change. */
+/** Marks the position before every change. */
 export const START_CURSOR: Cursor = { txid: '0', seq: '0' };
 
 const CURSOR_TEXT = /^c1\.(\d{1,20})\.(\d{1,19})$/;
@@ -38,7 +38,7 @@ export async function checkCursorIssued(db: SqlExecutor, cursor: Cursor, text: s
 }
 
 /**
- * SQL for the safe horizon: changelog rows of transactions older than every transaction still in
+ * Computes the safe horizon in SQL: changelog rows of transactions older than every transaction still in
  * progress. A transaction that began earlier but commits later keeps the horizon below its own
  * id until it ends, so its changes are never overtaken by later ones already served.
  *

@@ -3,7 +3,7 @@ import { quoteIdent, type SqlExecutor } from './sql.js';
 import { selectList, type SyncSchema, type TableInfo } from './schema.js';
 import { textToWire, toWire } from './values.js';
 
-/** One change as the feed sends it: the row's current values, or a delete tombstone. */
+/** Describes one change as the feed sends it: the row's current values, or a delete tombstone. */
 export interface FeedChange {
   table: string;
   op: 'upsert' | 'delete';
@@ -12,7 +12,7 @@ export interface FeedChange {
   origin: string | null;
 }
 
-/** One page of the change feed. */
+/** Describes one page of the change feed. */
 export interface FeedPage {
   changes: FeedChange[];
   cursor: string;

@@ -44,7 +44,7 @@ export interface SyncServerOptions {
   schemaRefreshSeconds?: number | undefined;
 }
 
-/** A running sync server. */
+/** Describes a running sync server. */
 export interface SyncServer {
   url: string;
   port: number;

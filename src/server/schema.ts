@@ -50,7 +50,7 @@ export interface UnsyncedTable {
   reason: 'excluded' | 'not included' | 'no primary key';
 }
 
-/** The synced scope of a database: tables in foreign-key order plus those left out. */
+/** Describes the synced scope of a database: tables in foreign-key order plus those left out. */
 export interface SyncSchema {
   tables: TableInfo[];
   byName: Map<string, TableInfo>;

@@ -9,7 +9,7 @@ import { fromWire } from './values.js';
 /** Names how the server settles a conflicting upload. */
 export type ConflictPolicy = 'server-wins' | 'client-wins' | 'newest-wins';
 
-/** One change of an upload batch as it arrives (already schema-checked by the route). */
+/** Describes one change of an upload batch as it arrives (already schema-checked by the route). */
 export interface UploadChange {
   table: string;
   op: 'upsert' | 'delete';
@@ -18,19 +18,19 @@ export interface UploadChange {
   base_cursor?: string | undefined;
 }
 
-/** An upload batch as it arrives. */
+/** Describes an upload batch as it arrives. */
 export interface UploadBatch {
   batch_id: string;
   base_cursor?: string | undefined;
   changes: UploadChange[];
 }
 
-/** The result of one change. */
+/** Describes the result of one change. */
 export type ChangeResult =
   | { index: number; status: 'applied' }
   | { index: number; status: 'conflict'; resolution: 'server-wins' | 'client-wins'; conflict_id: string; server_values: Record<string, unknown> | null };
 
-/** The answer to an upload. */
+/** Describes the answer to an upload. */
 export interface UploadResult {
   batch_id: string;
   replayed: boolean;
@@ -40,7 +40,7 @@ export interface UploadResult {
   cursor: string;
 }
 
-/** Settings the upload needs from the server. */
+/** Carries the settings an upload needs from the server. */
 export interface UploadOptions {
   node: string;
   policy: ConflictPolicy;

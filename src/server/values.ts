@@ -135,7 +135,7 @@ const UUID_TEXT = /^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{
 const BASE64_TEXT = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const INFINITIES = new Set(['infinity', '-infinity']);
 
-/** The outcome of decoding one wire value: the SQL parameter text, or why it does not fit. */
+/** Describes the outcome of decoding one wire value: the SQL parameter text, or why it does not fit. */
 export type Decoded = { ok: true; param: string | null } | { ok: false; reason: string };
 
 /**

@@ -4,7 +4,7 @@ import { createAccount, installAuthSchema } from '../../src/server/auth/index.js
 import type { SqlExecutor } from '../../src/server/sql.js';
 import { BIN } from './cli.js';
 
-/** A running `epetsync serve` child process. */
+/** Describes a running `epetsync serve` child process. */
 export interface ServeProcess {
   /** `http://127.0.0.1:<port>`, read from the "Listening on" line. */
   url: string;

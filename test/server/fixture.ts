@@ -7,7 +7,7 @@ import { createTestDatabase, pgQuery, type TestDatabase } from '../helpers/pg.js
 import { createSyncAccount } from '../helpers/server.js';
 import { startSyncServer, type SyncServer, type SyncServerOptions } from '../../src/server/index.js';
 
-/** The clinic-shaped schema every server test runs against (the same SQL on both engines). */
+/** Lists the clinic-shaped schema every server test runs against (the same SQL on both engines). */
 export const FIXTURE_SQL = [
   `CREATE TABLE clinic_owner (id bigserial PRIMARY KEY, name varchar(100) NOT NULL, email text UNIQUE, updated_at timestamptz)`,
   `CREATE TABLE clinic_pet (
@@ -26,9 +26,10 @@ export const FIXTURE_SQL = [
 
 /** Names the two engines every core test runs on. */
 export type Engine = 'postgres' | 'pglite';
+/** Lists the engines in the order the suites run them. */
 export const ENGINES: Engine[] = ['postgres', 'pglite'];
 
-/** A started server with a logged-in account, and helpers to call it through `inject`. */
+/** Describes a started server with a logged-in account, and helpers to call it through `inject`. */
 export interface Harness {
   engine: Engine;
   server: SyncServer;
