@@ -164,7 +164,8 @@ async function runCommand(
     if (config.ok()) for (const w of config.get().warnings) { logger.warn(w); }
     logger.info({ command: name, args: redactValue(args) }, `${name} started`);
     const module = (await load()) as unknown as CommandModule<Record<string, unknown>, unknown>;
-    const result = await module.run(ctx, cmd.opts(), args);
+    // With globals: a parent's options (serve --data-dir) reach its subcommands (serve user add).
+    const result = await module.run(ctx, cmd.optsWithGlobals(), args);
     const code = module.exitCode?.(result) ?? ExitCode.OK;
     if (json) out.writeJson({ ok: code === ExitCode.OK, command: name, result });
     else module.render(result, out);
