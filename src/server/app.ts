@@ -125,12 +125,17 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
     },
     // Strict validation: no type coercion, no silently dropped properties (a typo is a 400).
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
-    return503OnClosing: true,
+    // Requests arriving while the server closes get the wire error below, not Fastify's own 503 body.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
   });
 
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', String(request.id));
+    if (options.closing?.aborted && request.url !== '/healthz') {
+      void reply.header('connection', 'close');
+      throw new HttpError('DATABASE_UNAVAILABLE', 'The server is shutting down; try again shortly.', undefined, 5);
+    }
   });
   app.addHook('preParsing', async (request, _reply, payload) => limitedBody(payload, request.headers, limits));
   app.addContentTypeParser('application/x-ndjson', { parseAs: 'string', bodyLimit: limits.maxDecompressedBytes }, (_req, body, done) => done(null, body));
