@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Readable, pipeline } from 'node:stream';
 import { constants as zlibConstants, createGzip, gzipSync } from 'node:zlib';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type preHandlerAsyncHookHandler } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type preHandlerAsyncHookHandler } from 'fastify';
 import { registerAuth, renderHttpError } from './auth/index.js';
 import { DEFAULT_BODY_LIMITS, limitedBody, type BodyLimits } from './body.js';
 import { applyBulkLoad, bulkProgress } from './bulk.js';
@@ -127,6 +127,7 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
     // Requests arriving while the server closes get the wire error below, not Fastify's own 503 body.
     return503OnClosing: false,
+    logController: new PlainRequestLog(),
     forceCloseConnections: 'idle',
   });
 
@@ -140,7 +141,7 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
   app.addHook('preParsing', async (request, _reply, payload) => limitedBody(payload, request.headers, limits));
   app.addContentTypeParser('application/x-ndjson', { parseAs: 'string', bodyLimit: limits.maxDecompressedBytes }, (_req, body, done) => done(null, body));
   app.addHook('onSend', async (request, reply, payload) => compress(request, reply, payload));
-  app.setErrorHandler(renderHttpError);
+  app.setErrorHandler((error, request, reply) => renderHttpError(nameUnknownProperties(error), request, reply));
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).type('application/json; charset=utf-8').send(errorBody('NOT_FOUND', `No route ${request.method} ${request.url.split('?')[0]!.slice(0, 200)}`, String(request.id)));
   });
@@ -306,6 +307,34 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
   });
 
   return app;
+}
+
+/**
+ * Logs each request with plain fields: the process logger scrubs objects before pino's
+ * serializers run, which would reduce Fastify's own req/res objects to {}.
+ */
+class PlainRequestLog extends LogController {
+  override incomingRequest(request: FastifyRequest): void {
+    request.log.info({ method: request.method, url: request.url.slice(0, 500), ip: request.ip }, 'incoming request');
+  }
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    const fields = { method: request.method, url: request.url.slice(0, 500), statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime), account: request.account?.username };
+    if (error) reply.log.error({ ...fields, err: error }, 'request errored');
+    else reply.log.info(fields, 'request completed');
+  }
+}
+
+/** Makes Ajv's "must NOT have additional properties" name the property (a parameter name, never a value). */
+function nameUnknownProperties(error: unknown): unknown {
+  const validation = (error as { validation?: Array<{ keyword?: string; message?: string; params?: Record<string, unknown> }> }).validation;
+  if (Array.isArray(validation)) {
+    for (const v of validation) {
+      const extra = v.params?.additionalProperty;
+      if (v.keyword === 'additionalProperties' && typeof extra === 'string') v.message = `must NOT have the unknown property "${extra.slice(0, 64)}"`;
+    }
+  }
+  return error;
 }
 
 function requireTable(schema: SyncSchema, name: string): TableInfo {

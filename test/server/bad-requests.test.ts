@@ -69,7 +69,7 @@ const CASES: Case[] = [
   { name: 'an unknown table in a download', status: 400, code: 'UNKNOWN_TABLE', request: { method: 'GET', url: '/api/database/download/?tables=clinic_pet,nope' }, details: { table: 'nope' } },
   { name: 'a feed limit of 0', status: 400, code: 'BAD_REQUEST', request: { method: 'GET', url: '/api/database/download/?since=c1.0.0&limit=0' } },
   { name: 'a wait over 60 seconds', status: 400, code: 'BAD_REQUEST', request: { method: 'GET', url: '/api/database/download/?since=c1.0.0&wait=61' } },
-  { name: 'an unknown query parameter', status: 400, code: 'BAD_REQUEST', request: { method: 'GET', url: '/api/database/download/?sinse=c1.0.0' } },
+  { name: 'an unknown query parameter', status: 400, code: 'BAD_REQUEST', request: { method: 'GET', url: '/api/database/download/?sinse=c1.0.0' }, details: { problems: [{ path: 'querystring', message: 'must NOT have the unknown property "sinse"' }] } },
   { name: 'a resume key of the wrong shape', status: 400, code: 'BAD_REQUEST', request: { method: 'GET', url: `/api/database/download/?after_table=clinic_tag&after=${encodeURIComponent('[1]')}` } },
   { name: 'a bulk column that does not exist', status: 400, code: 'UNKNOWN_COLUMN', request: bulk('{"columns":["id","lable"]}\n[1,"x"]\n') },
   { name: 'a bulk line that is not JSON', status: 400, code: 'INVALID_JSON', request: bulk('{"columns":["id","label"]}\n[1,"x"]\n[2,"y"\n'), details: { line: 3 } },
