@@ -228,7 +228,9 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
       const after = afterTable && q.after !== undefined ? parseAfter(afterTable, q.after) : undefined;
       const controller = new AbortController();
       request.raw.on('close', () => controller.abort());
-      const stream = Readable.from(streamSnapshot(db, { tables: list, afterTable, after, signal: controller.signal }), { objectMode: false });
+      const node = nodeOf(request);
+      const onComplete = node ? (cursor: string) => recordPull(db, node, cursor) : undefined;
+      const stream = Readable.from(streamSnapshot(db, { tables: list, afterTable, after, signal: controller.signal, onComplete }), { objectMode: false });
       stream.on('error', (error) => request.log.error({ err: error }, 'snapshot stream failed; the answer was cut off'));
       return reply.type('application/x-ndjson; charset=utf-8').send(stream);
     }
@@ -264,13 +266,7 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
         options.closing?.removeEventListener('abort', onClose);
       }
     }
-    if (node) {
-      await db.query(
-        `INSERT INTO epetsync.nodes (node_id, last_pull_at, last_pull_cursor) VALUES ($1::text, now(), $2::text)
-         ON CONFLICT (node_id) DO UPDATE SET last_pull_at = now(), last_pull_cursor = EXCLUDED.last_pull_cursor`,
-        [node, page.cursor],
-      );
-    }
+    if (node) await recordPull(db, node, page.cursor);
     const { entries: _, ...body } = page;
     return body;
   });
@@ -359,6 +355,14 @@ function parseAfter(table: TableInfo, text: string): Array<string | null> {
     if (!d.ok || d.param === null) throw new HttpError('INVALID_VALUE', `after[${k}] (${table.name}.${name}): ${d.ok ? 'may not be null' : d.reason}`, { table: table.name, column: name, index: k });
     return d.param;
   });
+}
+
+async function recordPull(db: SqlDatabase, node: string, cursor: string): Promise<void> {
+  await db.query(
+    `INSERT INTO epetsync.nodes (node_id, last_pull_at, last_pull_cursor) VALUES ($1::text, now(), $2::text)
+     ON CONFLICT (node_id) DO UPDATE SET last_pull_at = now(), last_pull_cursor = EXCLUDED.last_pull_cursor`,
+    [node, cursor],
+  );
 }
 
 function nodeOf(request: FastifyRequest): string | undefined {

@@ -12,6 +12,8 @@ export interface SnapshotQuery {
   /** Rows per keyset page. */
   pageSize?: number;
   signal?: AbortSignal | undefined;
+  /** Runs after the last row, before the end line (records the node's pull state). */
+  onComplete?: ((cursor: string) => Promise<void>) | undefined;
 }
 
 /**
@@ -50,6 +52,7 @@ export async function* streamSnapshot(db: SqlExecutor, query: SnapshotQuery): As
     totalRows += rows;
     yield line({ type: 'table_end', table: table.name, rows });
   }
+  await query.onComplete?.(cursor);
   yield line({ type: 'end', tables, rows: totalRows, cursor });
 }
 

@@ -72,6 +72,12 @@ describe.each(ENGINES)('sync API on %s', (engine) => {
     expect(lines.find((l) => l.type === 'table_end' && l.table === 'clinic_visit')).toEqual({ type: 'table_end', table: 'clinic_visit', rows: 2500 });
   });
 
+  it('records a completed snapshot as the node’s last pull', async () => {
+    const lines = ndjson(await h.call({ method: 'GET', url: '/api/database/download/?tables=clinic_owner', node: 'fresh-desk' }));
+    const info = h.json<{ client: Record<string, unknown> }>(await h.call({ method: 'GET', url: '/api/database/sync/', node: 'fresh-desk' }));
+    expect(info.client).toMatchObject({ node_id: 'fresh-desk', last_pull_cursor: lines.at(-1)!.cursor, last_push_at: null });
+  });
+
   it('resumes a snapshot after the last primary key received', async () => {
     const res = await h.call({ method: 'GET', url: `/api/database/download/?tables=clinic_owner,clinic_visit&after_table=clinic_visit&after=${encodeURIComponent('[2498]')}` });
     const lines = ndjson(res);
