@@ -77,25 +77,26 @@ BEGIN
   END IF;
   -- A custom setting reads as '' (not NULL) once any earlier transaction of the session set it.
   origin := nullif(current_setting('epetsync.origin', true), '');
+  -- TG_ARGV[0] is the synced table's name (TG_TABLE_NAME would name a partition); the rest are its key columns.
   IF TG_OP <> 'DELETE' THEN
     new_row := to_jsonb(NEW);
-    FOR i IN 0 .. TG_NARGS - 1 LOOP
+    FOR i IN 1 .. TG_NARGS - 1 LOOP
       new_pk := new_pk || jsonb_build_object(TG_ARGV[i], new_row ->> TG_ARGV[i]);
     END LOOP;
   END IF;
   IF TG_OP <> 'INSERT' THEN
     old_row := to_jsonb(OLD);
-    FOR i IN 0 .. TG_NARGS - 1 LOOP
+    FOR i IN 1 .. TG_NARGS - 1 LOOP
       old_pk := old_pk || jsonb_build_object(TG_ARGV[i], old_row ->> TG_ARGV[i]);
     END LOOP;
   END IF;
   IF TG_OP = 'DELETE' THEN
-    INSERT INTO epetsync.changelog (table_name, pk, op, origin) VALUES (TG_TABLE_NAME, old_pk, 'D', origin);
+    INSERT INTO epetsync.changelog (table_name, pk, op, origin) VALUES (TG_ARGV[0], old_pk, 'D', origin);
   ELSIF TG_OP = 'UPDATE' AND old_pk <> new_pk THEN
-    INSERT INTO epetsync.changelog (table_name, pk, op, origin) VALUES (TG_TABLE_NAME, old_pk, 'D', origin);
-    INSERT INTO epetsync.changelog (table_name, pk, op, origin) VALUES (TG_TABLE_NAME, new_pk, 'I', origin);
+    INSERT INTO epetsync.changelog (table_name, pk, op, origin) VALUES (TG_ARGV[0], old_pk, 'D', origin);
+    INSERT INTO epetsync.changelog (table_name, pk, op, origin) VALUES (TG_ARGV[0], new_pk, 'I', origin);
   ELSE
-    INSERT INTO epetsync.changelog (table_name, pk, op, origin) VALUES (TG_TABLE_NAME, new_pk, left(TG_OP, 1), origin);
+    INSERT INTO epetsync.changelog (table_name, pk, op, origin) VALUES (TG_ARGV[0], new_pk, left(TG_OP, 1), origin);
   END IF;
   PERFORM pg_notify('${CHANGES_CHANNEL}', '');
   RETURN NULL;
@@ -128,7 +129,7 @@ export async function installChangeCapture(
       [INTERNAL_SCHEMA_VERSION],
     );
     for (const t of schema.tables) {
-      const args = t.primaryKey.map(quoteLiteral).join(', ');
+      const args = [t.name, ...t.primaryKey].map(quoteLiteral).join(', ');
       await tx.query(`DROP TRIGGER IF EXISTS ${CAPTURE_TRIGGER} ON ${t.sqlName}`);
       await tx.query(
         `CREATE TRIGGER ${CAPTURE_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON ${t.sqlName}
@@ -139,7 +140,7 @@ export async function installChangeCapture(
     const { rows } = await tx.query<{ schema: string; table: string }>(
       `SELECT n.nspname AS schema, c.relname AS table FROM pg_trigger g
          JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE g.tgname = $1 AND n.nspname <> $2`,
+        WHERE g.tgname = $1 AND n.nspname <> $2 AND g.tgparentid = 0`, // partitions' clones go with their parent
       [CAPTURE_TRIGGER, INTERNAL_SCHEMA],
     );
     let removed = 0;

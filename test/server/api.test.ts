@@ -279,6 +279,15 @@ describe.each(ENGINES)('sync API on %s', (engine) => {
     ]);
   });
 
+  it('syncs a partitioned table under its own name, not its partitions’', async () => {
+    const info = h.json<{ tables: Array<{ name: string }> }>(await h.call({ method: 'GET', url: '/api/database/sync/' }));
+    expect(info.tables.map((t) => t.name)).toContain('clinic_log');
+    expect(info.tables.map((t) => t.name)).not.toContain('clinic_log_2026');
+    const since = await head();
+    await h.sql(`INSERT INTO clinic_log (id, year, entry) VALUES (1, 2026, 'partitioned')`);
+    expect((await feed(since)).changes).toEqual([{ table: 'clinic_log', op: 'upsert', pk: { id: 1, year: 2026 }, values: { id: 1, year: 2026, entry: 'partitioned' }, origin: null }]);
+  });
+
   it('answers an empty long poll when the wait runs out, with the same cursor', async () => {
     const since = await head();
     const started = Date.now();

@@ -152,12 +152,12 @@ describe('change capture install', () => {
     ]);
     await one.close();
     await two.close();
-    const count = async () => (await pgQuery<{ n: string }>(db.url, `SELECT count(*)::text AS n FROM pg_trigger WHERE tgname = 'epetsync_capture'`))[0]!.n;
-    expect(await count()).toBe('5');
+    const count = async () => (await pgQuery<{ n: string }>(db.url, `SELECT count(*)::text AS n FROM pg_trigger WHERE tgname = 'epetsync_capture' AND tgparentid = 0`))[0]!.n;
+    expect(await count()).toBe('6');
     const narrowed = await startSyncServer({ databaseUrl: db.url, port: 0, exclude: ['clinic_visit'] });
     expect(narrowed.schema.byName.has('clinic_visit')).toBe(false);
     await narrowed.close();
-    expect(await count()).toBe('4');
+    expect(await count()).toBe('5');
     const again = await startSyncServer({ databaseUrl: db.url, port: 0, install: false });
     await again.close();
   });
