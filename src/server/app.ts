@@ -36,9 +36,10 @@ export const ENDPOINTS = {
 
 /** Returns this package's version (server_version on the wire). */
 export function serverVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
+  cachedVersion ??= (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  return cachedVersion;
 }
+let cachedVersion: string | undefined;
 
 /** Describes what the routes need: the database, its synced scope and the server's settings. */
 export interface SyncAppOptions {
@@ -227,7 +228,11 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
       if (afterTable && !list.includes(afterTable)) throw new HttpError('BAD_REQUEST', `after_table "${afterTable.name}" is not among the tables requested`, { problems: [{ path: 'querystring/after_table', message: 'is not among the tables' }] });
       const after = afterTable && q.after !== undefined ? parseAfter(afterTable, q.after) : undefined;
       const controller = new AbortController();
-      request.raw.on('close', () => controller.abort());
+      // The response's 'close' before it finished means the client went away (the request's own
+      // 'close' fires as soon as its empty body has been read).
+      reply.raw.on('close', () => {
+        if (!reply.raw.writableFinished) controller.abort();
+      });
       const node = nodeOf(request);
       const onComplete = node ? (cursor: string) => recordPull(db, node, cursor) : undefined;
       const stream = Readable.from(streamSnapshot(db, { tables: list, afterTable, after, signal: controller.signal, onComplete }), { objectMode: false });
@@ -249,7 +254,7 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
     if (page.entries === 0 && wait > 0) {
       const controller = new AbortController();
       const onClose = (): void => controller.abort();
-      request.raw.on('close', onClose);
+      reply.raw.on('close', onClose);
       options.closing?.addEventListener('abort', onClose, { once: true });
       const deadline = Date.now() + wait * 1000;
       try {
@@ -262,7 +267,7 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
           if (page.entries > 0) break;
         }
       } finally {
-        request.raw.off('close', onClose);
+        reply.raw.off('close', onClose);
         options.closing?.removeEventListener('abort', onClose);
       }
     }
@@ -302,6 +307,9 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
     return result;
   });
 
+  await app.register((await import('./migrate-routes.js')).migrateRoutes, { db, schema: current, requireSync });
+
+  (await import('./ids.js')).registerIdRoutes(app, { db, schema: current });
   return app;
 }
 

@@ -36,6 +36,25 @@ describe('epetsync serve (the built binary)', () => {
       const feed = (await (await fetch(`${server.url}/api/database/download/?since=${info.head_cursor}`, { headers: { authorization: auth.authorization, 'x-epetsync-node': 'web-1' } })).json()) as { changes: Array<{ origin: string; values: { name: string } }> };
       expect(feed.changes).toEqual([expect.objectContaining({ origin: 'desk-7', values: expect.objectContaining({ name: 'From desk 7' }) })]);
 
+      // Over real HTTP (not inject): a snapshot streams to its end line, gzip-encoded on the wire.
+      const snap = await fetch(`${server.url}/api/database/download/?tables=clinic_visit`, { headers: { ...auth, 'accept-encoding': 'gzip' } });
+      expect(snap.headers.get('content-encoding')).toBe('gzip');
+      const lines = (await snap.text()).trim().split('\n').map((l) => JSON.parse(l) as { type: string; rows?: number });
+      expect(lines.at(-1)).toMatchObject({ type: 'end', rows: 2500 });
+      // ...and a long poll waits for its time when nothing changes, then wakes on a commit.
+      const head2 = ((await (await fetch(`${server.url}/api/database/sync/`, { headers: auth })).json()) as { head_cursor: string }).head_cursor;
+      const idleStart = Date.now();
+      const idle = (await (await fetch(`${server.url}/api/database/download/?since=${head2}&wait=1.5`, { headers: auth })).json()) as { changes: unknown[] };
+      expect(Date.now() - idleStart).toBeGreaterThanOrEqual(1400);
+      expect(idle.changes).toEqual([]);
+      const waking = fetch(`${server.url}/api/database/download/?since=${head2}&wait=20`, { headers: auth });
+      await new Promise((r) => setTimeout(r, 400));
+      const committedAt = Date.now();
+      await pgQuery(db.url, `INSERT INTO clinic_visit (id, note) VALUES (5001, 'over http')`);
+      const woke = (await (await waking).json()) as { changes: Array<{ pk: unknown }> };
+      expect(Date.now() - committedAt).toBeLessThan(1000);
+      expect(woke.changes.map((c) => c.pk)).toEqual([{ id: 5001 }]);
+
       // A long poll in flight when the signal comes is answered, not cut off.
       const polling = fetch(`${server.url}/api/database/download/?since=${info.head_cursor}&wait=30`, { headers: auth });
       await new Promise((r) => setTimeout(r, 300));
