@@ -75,7 +75,7 @@ export async function applyUpload(db: SqlDatabase, schema: SyncSchema, batch: Up
   for (const [text, cursor] of bases) await checkCursorIssued(db, cursor, text, 'base_cursor');
   const hash = requestHash(options.node, batch);
   type Outcome = { replay: UploadResult } | { fresh: Omit<UploadResult, 'cursor'> };
-  const outcome = await db.transaction(async (tx): Promise<Outcome> => {
+  const outcome = await retryOnDeadlock(() => db.transaction(async (tx): Promise<Outcome> => {
     // Replays of one batch id racing each other wait here for the first to finish.
     await tx.query(`SELECT pg_advisory_xact_lock(hashtext('epetsync.batch'), hashtext($1::text))`, [batch.batch_id]);
     const seen = await tx.query<{ request_hash: string; response: UploadResult }>(
@@ -131,7 +131,7 @@ export async function applyUpload(db: SqlDatabase, schema: SyncSchema, batch: Up
       [batch.batch_id, options.node, hash, JSON.stringify(response)],
     );
     return { fresh: response };
-  });
+  }));
   if ('replay' in outcome) {
     const original = outcome.replay as Partial<UploadResult> & Omit<UploadResult, 'cursor'>;
     return { ...original, replayed: true, cursor: original.cursor ?? formatCursor(await headCursor(db)) };
@@ -142,6 +142,22 @@ export async function applyUpload(db: SqlDatabase, schema: SyncSchema, batch: Up
     .query(`UPDATE epetsync.batches SET response = response || jsonb_build_object('cursor', $2::text) WHERE batch_id = $1::text`, [batch.batch_id, cursor])
     .catch(() => {});
   return { ...outcome.fresh, cursor };
+}
+
+/**
+ * Runs a whole transaction again when PostgreSQL chose it as a deadlock victim (two batches, or a
+ * batch and the web app, locking the same rows in opposite order): nothing of it was applied.
+ */
+async function retryOnDeadlock<T>(run: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await run();
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (attempt >= attempts || (code !== '40P01' && code !== '40001')) throw error;
+      await new Promise((r) => setTimeout(r, 20 * attempt + Math.floor(Math.random() * 30)));
+    }
+  }
 }
 
 /** Validates every change against the introspected schema before anything touches the database. */

@@ -114,6 +114,19 @@ describe('change feed safe horizon on real PostgreSQL', () => {
     expect(ids(page)).toEqual([10031]);
   });
 
+  it('applies concurrent batches that lock the same rows in opposite order (a deadlock victim is retried)', async () => {
+    const change = (id: number, note: string) => ({ table: 'clinic_visit', op: 'upsert', pk: { id }, values: { id, note } });
+    for (let round = 0; round < 3; round += 1) {
+      const [one, two] = await Promise.all([
+        h.call({ method: 'POST', url: '/api/database/upload/', node: 'desk-a', payload: { batch_id: `dl-a-${round}`, changes: [change(11, 'a'), change(12, 'a'), change(13, 'a'), change(14, 'a')] } }),
+        h.call({ method: 'POST', url: '/api/database/upload/', node: 'desk-b', payload: { batch_id: `dl-b-${round}`, changes: [change(14, 'b'), change(13, 'b'), change(12, 'b'), change(11, 'b')] } }),
+      ]);
+      expect([one.statusCode, two.statusCode], `${one.body} ${two.body}`).toEqual([200, 200]);
+    }
+    const notes = await h.sql<{ note: string }>(`SELECT DISTINCT note FROM clinic_visit WHERE id BETWEEN 11 AND 14`);
+    expect(notes).toHaveLength(1); // one batch wholly after the other
+  });
+
   it('captures writes the web app makes directly over its own connection, including a key change', async () => {
     const since = await head();
     const web = await client();
