@@ -497,6 +497,17 @@ export class RemoteDatabaseClient {
     return answer;
   }
 
+  /** Takes `count` fresh ids above `above` from a table's sequence (`POST ids/` under the API base), for moving a row whose offline id collided. */
+  async allocateIds(table: string, count: number, above: string, options: CallOptions = {}): Promise<string[]> {
+    const { z: zod } = await import('zod');
+    const schema = zod.object({ table: zod.string(), ids: zod.array(zod.string().regex(/^-?\d{1,19}$/)) });
+    const signal = this.signalFor(options.signal);
+    const url = new URL('ids/', (await this.ensureEndpoint(signal)).base);
+    const answer = await this.request({ url, method: 'POST', json: { table, count, above }, auth: true, retry: true, signal }, (res) => this.readJson(res, schema, 'ids answer'));
+    if (answer.ids.length !== count) throw malformed(`The server handed out ${answer.ids.length} ids for ${table}, not the ${count} asked for`);
+    return answer.ids;
+  }
+
   /**
    * Streams a snapshot as events: `begin` (the cursor to pull the feed from afterwards), then per table
    * a `table` header, its `row`s and `table_end`, then `end`. Memory stays flat: lines are parsed as they

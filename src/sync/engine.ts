@@ -1,0 +1,737 @@
+import { randomBytes } from 'node:crypto';
+import type Database from 'better-sqlite3';
+import type { ChangePage, FeedChange, ServerInfo, UploadBatch, UploadChange, UploadResponse, UploadResult } from '../client/index.js';
+import { RequestRejectedError } from '../client/index.js';
+import { EpetsyncError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { fromWire, toWire, type SqliteValue, type WireValue } from './convert.js';
+import { INTERNAL_PREFIX, META, installCapture, parseKey, quoteIdent, readMeta, writeMeta, type PrimaryKeyValue } from './local-capture.js';
+import { parsePgType, type PgType } from './pg-type.js';
+import { OUTBOX, ensureSyncTables, quarantineChange, recordConflict } from './store.js';
+
+/**
+ * The two-way sync engine (docs/sync.md). One cycle pushes the local changelog in batches and then
+ * pulls the remote feed. The invariants it keeps:
+ * - a batch is written to the outbox before it is sent and is resent verbatim (same batch id)
+ *   until the server answers, so a crash between push and acknowledgement neither loses nor
+ *   duplicates a change; changelog entries are cleared in the transaction that settles the answer;
+ * - each feed page is applied with capture suppressed, in one transaction with its cursor;
+ * - a row changed on both sides is settled by the client's policy and the loser is logged;
+ * - an offline insert whose id the web app gave to another row moves to a fresh id from the
+ *   server's sequence, its local children following it.
+ */
+
+/** Names how a row changed on both sides is settled. */
+export type ConflictPolicy = 'server-wins' | 'client-wins' | 'newest-wins';
+
+/** Describes the remote side the engine needs; RemoteDatabaseClient implements it. */
+export interface SyncRemote {
+  readonly nodeId: string;
+  info(options?: { signal?: AbortSignal | undefined }): Promise<ServerInfo>;
+  changesSince(cursor: string, options?: { limit?: number; wait?: number; signal?: AbortSignal | undefined }): Promise<ChangePage>;
+  upload(batch: UploadBatch, options?: { signal?: AbortSignal | undefined }): Promise<UploadResponse>;
+  /** Takes `count` fresh ids, all above `above`, from the table's sequence (absent on servers without the ids route). */
+  allocateIds?(table: string, count: number, above: string, options?: { signal?: AbortSignal | undefined }): Promise<string[]>;
+}
+
+/** Describes points where a test can stop the engine as a crash would. */
+export interface SyncHooks {
+  /** Runs after the server accepted a batch, before the answer is settled locally. */
+  afterUpload?(batchId: string): void;
+  /** Runs after the push, before the first feed page is read (the window where a desktop edit meets a remote one). */
+  beforePull?(): void;
+  /** Runs inside a page's apply transaction, before it commits. */
+  beforePullCommit?(page: ChangePage): void;
+}
+
+/** Configures a {@link SyncEngine}. */
+export interface SyncEngineOptions {
+  /** The desktop database, opened read-write. */
+  db: Database.Database;
+  remote: SyncRemote;
+  policy?: ConflictPolicy | undefined;
+  /** Column newest-wins compares (a datetime column present on both sides). */
+  updatedAtColumn?: string | undefined;
+  /** Changelog entries per upload batch and changes per feed page (default 500). */
+  batchSize?: number | undefined;
+  /** Zone of naive datetimes in SQLite (config database.timezone). */
+  timezone?: string | undefined;
+  include?: string[] | undefined;
+  exclude?: string[] | undefined;
+  logger?: Logger | undefined;
+  hooks?: SyncHooks | undefined;
+}
+
+/** Describes what one cycle did (one line per cycle on a terminal; the details go to the log). */
+export interface CycleResult {
+  pushed: number;
+  batches: number;
+  pulled: number;
+  conflicts: number;
+  collisions: number;
+  quarantined: number;
+  /** Local changes still waiting after the cycle. */
+  pending: number;
+  /** Seconds the oldest waiting local change has waited (0 when none). */
+  lagSeconds: number;
+  durationMs: number;
+  cursor: string;
+}
+
+interface ScopeColumn {
+  name: string;
+  type: PgType;
+}
+
+interface ScopeTable {
+  name: string;
+  order: number;
+  primaryKey: string[];
+  columns: ScopeColumn[];
+  byName: Map<string, ScopeColumn>;
+  /** Single integer key filled from a server sequence: an offline insert can collide and be moved. */
+  rekeyable: boolean;
+  /** Local columns (any table) that reference this table's key. */
+  children: Array<{ table: string; column: string }>;
+}
+
+interface PlanEntry {
+  table: string;
+  pkText: string;
+  seqs: number[];
+  firstOp: 'I' | 'U' | 'D';
+}
+
+interface OutboxRow {
+  seq: number;
+  batch_id: string;
+  body: string;
+  plan: string;
+}
+
+type Row = Record<string, SqliteValue>;
+
+const INT_KINDS = new Set(['int2', 'int4', 'int8']);
+const CHANGELOG = `${INTERNAL_PREFIX}changelog`;
+
+/** Runs sync cycles for one desktop database against one server. */
+export class SyncEngine {
+  private readonly db: Database.Database;
+  private readonly remote: SyncRemote;
+  private readonly policy: ConflictPolicy;
+  private readonly updatedAtColumn: string | undefined;
+  private readonly batchSize: number;
+  private readonly timezone: string;
+  private readonly logger: Logger | undefined;
+  private readonly hooks: SyncHooks;
+  private readonly options: SyncEngineOptions;
+  private scope = new Map<string, ScopeTable>();
+  private info: ServerInfo | undefined;
+  private splitLimit: number | undefined;
+
+  constructor(options: SyncEngineOptions) {
+    this.options = options;
+    this.db = options.db;
+    this.remote = options.remote;
+    this.policy = options.policy ?? 'server-wins';
+    this.updatedAtColumn = options.updatedAtColumn;
+    this.batchSize = options.batchSize ?? 500;
+    this.timezone = options.timezone ?? 'UTC';
+    this.logger = options.logger;
+    this.hooks = options.hooks ?? {};
+    // Feed pages and batches can cut a parent from its child; the remote keeps referential
+    // integrity, and Django's SQLite constraints are deferred anyway.
+    this.db.pragma('foreign_keys = OFF');
+  }
+
+  /** Reads server info, works out the synced scope, installs capture and records the starting cursor when none is stored. */
+  async prepare(signal?: AbortSignal): Promise<{ tables: string[]; cursor: string }> {
+    const info = await this.remote.info({ signal });
+    this.info = info;
+    this.scope = buildScope(this.db, info, this.options.include, this.options.exclude);
+    ensureSyncTables(this.db);
+    installCapture(this.db, [...this.scope.values()].map((t) => ({ name: t.name, primaryKey: t.primaryKey })));
+    let cursor = readMeta(this.db, META.pullCursor);
+    if (cursor === null) {
+      cursor = info.head_cursor;
+      const start = this.db.transaction(() => {
+        // Another process may have written one meanwhile; only the first start wins.
+        if (readMeta(this.db, META.pullCursor) === null) writeMeta(this.db, META.pullCursor, info.head_cursor);
+      });
+      start.immediate();
+      cursor = readMeta(this.db, META.pullCursor)!;
+    }
+    return { tables: [...this.scope.keys()], cursor };
+  }
+
+  /** Returns the stored pull cursor. */
+  cursor(): string {
+    return readMeta(this.db, META.pullCursor) ?? '';
+  }
+
+  /** Returns the tables in the synced scope. */
+  tables(): string[] {
+    return [...this.scope.keys()];
+  }
+
+  /** Runs one cycle: push every pending local change, then pull the feed to its head. */
+  async runCycle(signal?: AbortSignal): Promise<CycleResult> {
+    const started = Date.now();
+    if (!this.info) await this.prepare(signal);
+    const result: CycleResult = { pushed: 0, batches: 0, pulled: 0, conflicts: 0, collisions: 0, quarantined: 0, pending: 0, lagSeconds: 0, durationMs: 0, cursor: '' };
+    await this.push(result, signal);
+    await this.pull(result, signal);
+    const summary = this.db
+      .prepare(`SELECT count(*) AS n, min(changed_at) AS oldest FROM ${CHANGELOG}`)
+      .safeIntegers(false)
+      .get() as { n: number; oldest: string | null };
+    result.pending = summary.n;
+    result.lagSeconds = summary.oldest ? Math.max(0, Math.round((Date.now() - Date.parse(summary.oldest)) / 1000)) : 0;
+    result.cursor = this.cursor();
+    result.durationMs = Date.now() - started;
+    this.logger?.info({ sync: result }, 'sync cycle');
+    return result;
+  }
+
+  // ------------------------------------------------------------------ push
+
+  private async push(result: CycleResult, signal: AbortSignal | undefined): Promise<void> {
+    for (;;) {
+      // A stop request ends the push between batches, never inside one.
+      if (signal?.aborted) return;
+      const row = this.nextOutbox() ?? this.buildBatch(result);
+      if (!row) return;
+      const batch = JSON.parse(row.body) as UploadBatch;
+      const plan = JSON.parse(row.plan) as PlanEntry[];
+      let answer: UploadResponse;
+      try {
+        answer = await this.remote.upload(batch);
+      } catch (error) {
+        if (this.isPermanent(error)) {
+          this.handleRejection(row, plan, batch, error as RequestRejectedError, result);
+          continue;
+        }
+        this.db.prepare(`UPDATE ${OUTBOX} SET attempts = attempts + 1, last_error = ? WHERE seq = ?`).run(error instanceof Error ? error.message.slice(0, 500) : String(error), row.seq);
+        throw error;
+      }
+      this.hooks.afterUpload?.(batch.batch_id);
+      await this.settle(row, plan, batch, answer, result, signal);
+      this.splitLimit = undefined;
+      result.batches += 1;
+    }
+  }
+
+  private nextOutbox(): OutboxRow | undefined {
+    return this.db.prepare(`SELECT seq, batch_id, body, plan FROM ${OUTBOX} ORDER BY seq LIMIT 1`).safeIntegers(false).get() as OutboxRow | undefined;
+  }
+
+  /** Coalesces the changelog head per row into a batch and persists it in the outbox before anything is sent. */
+  private buildBatch(result: CycleResult): OutboxRow | undefined {
+    const limit = this.splitLimit ?? this.batchSize;
+    const build = this.db.transaction((): OutboxRow | undefined => {
+      for (;;) {
+        const built = this.buildFromHead(limit, result);
+        // Everything read was quarantined: look at the next entries.
+        if (built !== 'again') return built;
+      }
+    });
+    return build.immediate();
+  }
+
+  private buildFromHead(limit: number, result: CycleResult): OutboxRow | undefined | 'again' {
+    {
+      const head = this.db.prepare(`SELECT seq, table_name, pk, op FROM ${CHANGELOG} ORDER BY seq LIMIT ?`).safeIntegers(false).all(limit) as Array<{
+        seq: number;
+        table_name: string;
+        pk: string;
+        op: 'I' | 'U' | 'D';
+      }>;
+      if (head.length === 0) return undefined;
+      const rows = new Map<string, PlanEntry>();
+      for (const e of head) {
+        const key = `${e.table_name}\u0000${e.pk}`;
+        if (!rows.has(key)) rows.set(key, { table: e.table_name, pkText: e.pk, seqs: [], firstOp: e.op });
+      }
+      const allOfRow = this.db.prepare(`SELECT seq, op FROM ${CHANGELOG} WHERE table_name = ? AND pk = ? ORDER BY seq`).safeIntegers(false);
+      const changes: Array<{ change: UploadChange; plan: PlanEntry; firstSeq: number }> = [];
+      for (const entry of rows.values()) {
+        // Later entries of the same row are covered by the current values read now.
+        const all = allOfRow.all(entry.table, entry.pkText) as Array<{ seq: number; op: 'I' | 'U' | 'D' }>;
+        entry.seqs = all.map((a) => a.seq);
+        entry.firstOp = all[0]?.op ?? entry.firstOp;
+        const table = this.scope.get(entry.table);
+        const pkValues = safeParseKey(entry.pkText);
+        if (!table || !pkValues || pkValues.length !== table.primaryKey.length) {
+          quarantineChange(this.db, {
+            table: entry.table,
+            pkText: entry.pkText,
+            pk: { key: entry.pkText },
+            op: 'upsert',
+            change: null,
+            seqs: entry.seqs,
+            code: 'NOT_SYNCED',
+            reason: table ? `the changelog key ${entry.pkText} does not match the primary key of ${entry.table}` : `table ${entry.table} is not synced by the server`,
+            requestId: null,
+          });
+          result.quarantined += 1;
+          continue;
+        }
+        const built = this.changeFor(table, pkValues);
+        if (!built.ok) {
+          quarantineChange(this.db, {
+            table: entry.table,
+            pkText: entry.pkText,
+            pk: built.pk,
+            op: built.op,
+            change: null,
+            seqs: entry.seqs,
+            code: 'UNCONVERTIBLE',
+            reason: built.reason,
+            requestId: null,
+          });
+          result.quarantined += 1;
+          continue;
+        }
+        changes.push({ change: built.change, plan: entry, firstSeq: entry.seqs[0] ?? 0 });
+      }
+      if (changes.length === 0) return 'again';
+      // Parents before children for upserts, children before parents for deletes.
+      const order = (c: UploadChange): number => this.scope.get(c.table)?.order ?? 0;
+      const upserts = changes.filter((c) => c.change.op === 'upsert').sort((a, b) => order(a.change) - order(b.change) || a.firstSeq - b.firstSeq);
+      const deletes = changes.filter((c) => c.change.op === 'delete').sort((a, b) => order(b.change) - order(a.change) || a.firstSeq - b.firstSeq);
+      const ordered = [...upserts, ...deletes];
+      const batch: UploadBatch = { batch_id: this.newBatchId(), base_cursor: this.cursor(), changes: ordered.map((c) => c.change) };
+      return this.persistBatch(batch, ordered.map((c) => c.plan));
+    }
+  }
+
+  private persistBatch(batch: UploadBatch, plan: PlanEntry[]): OutboxRow {
+    const info = this.db.prepare(`INSERT INTO ${OUTBOX} (batch_id, body, plan) VALUES (?, ?, ?)`).run(batch.batch_id, JSON.stringify(batch), JSON.stringify(plan));
+    return { seq: Number(info.lastInsertRowid), batch_id: batch.batch_id, body: JSON.stringify(batch), plan: JSON.stringify(plan) };
+  }
+
+  private newBatchId(): string {
+    return `${this.remote.nodeId.slice(0, 80)}:${Date.now().toString(36)}.${randomBytes(5).toString('hex')}`;
+  }
+
+  /** Builds the change for one row: its current values as an upsert, or a delete when it is gone. */
+  private changeFor(
+    table: ScopeTable,
+    pkValues: PrimaryKeyValue[],
+  ): { ok: true; change: UploadChange } | { ok: false; reason: string; pk: Record<string, unknown>; op: 'upsert' | 'delete' } {
+    const row = this.readRow(table, pkValues);
+    const pk: Record<string, unknown> = {};
+    const problems: string[] = [];
+    table.primaryKey.forEach((name, i) => {
+      const c = toWire(pkValues[i] as SqliteValue, table.byName.get(name)!.type, { timezone: this.timezone });
+      if (c.ok) pk[name] = c.value;
+      else {
+        pk[name] = String(pkValues[i]);
+        problems.push(`${name}: ${c.reason}`);
+      }
+    });
+    if (!row) {
+      if (problems.length > 0) return { ok: false, reason: problems.join('; '), pk, op: 'delete' };
+      return { ok: true, change: { table: table.name, op: 'delete', pk } };
+    }
+    const values = this.rowToWire(table, row, problems);
+    if (problems.length > 0) return { ok: false, reason: problems.join('; '), pk, op: 'upsert' };
+    return { ok: true, change: { table: table.name, op: 'upsert', pk, values } };
+  }
+
+  private rowToWire(table: ScopeTable, row: Row, problems: string[] = []): Record<string, unknown> {
+    const values: Record<string, unknown> = {};
+    for (const col of table.columns) {
+      const c = toWire(row[col.name] ?? null, col.type, { timezone: this.timezone });
+      if (c.ok) values[col.name] = c.value;
+      else problems.push(`${col.name}: ${c.reason}`);
+    }
+    return values;
+  }
+
+  private readRow(table: ScopeTable, pkValues: PrimaryKeyValue[]): Row | undefined {
+    const cols = table.columns.map((c) => quoteIdent(c.name)).join(', ');
+    const where = table.primaryKey.map((c) => `${quoteIdent(c)} IS ?`).join(' AND ');
+    return this.db.prepare(`SELECT ${cols} FROM ${quoteIdent(table.name)} WHERE ${where}`).safeIntegers(true).get(...pkValues) as Row | undefined;
+  }
+
+  private isPermanent(error: unknown): boolean {
+    if (!(error instanceof RequestRejectedError)) return false;
+    if (error.wireCode === 'INVALID_CURSOR') return false;
+    return error.status === 400 || error.status === 409 || error.status === 413 || error.status === 422;
+  }
+
+  /** Settles a batch the server refused for good: quarantines the change it names, or splits the batch to find it. */
+  private handleRejection(row: OutboxRow, plan: PlanEntry[], batch: UploadBatch, error: RequestRejectedError, result: CycleResult): void {
+    const index = typeof error.details?.index === 'number' ? error.details.index : undefined;
+    const requestId = typeof error.details?.request_id === 'string' ? error.details.request_id : null;
+    this.logger?.warn({ batch_id: batch.batch_id, code: error.wireCode, index }, `upload refused: ${error.message}`);
+    const settle = this.db.transaction(() => {
+      this.db.prepare(`DELETE FROM ${OUTBOX} WHERE seq = ?`).run(row.seq);
+      if (error.wireCode === 'BATCH_ID_REUSED') return;
+      const culprit = index !== undefined && plan[index] ? index : plan.length === 1 ? 0 : undefined;
+      if (culprit === undefined) {
+        // No change named: halve the batch until the refused change is alone.
+        this.splitLimit = Math.max(1, Math.floor(Math.min(plan.length, this.splitLimit ?? this.batchSize) / 2));
+        return;
+      }
+      const entry = plan[culprit]!;
+      const change = batch.changes[culprit]!;
+      if (entry.seqs.length === 0) return;
+      quarantineChange(this.db, {
+        table: entry.table,
+        pkText: entry.pkText,
+        pk: change.pk,
+        op: change.op,
+        change: change as unknown as Record<string, unknown>,
+        seqs: entry.seqs,
+        code: error.wireCode,
+        reason: error.message,
+        requestId,
+      });
+      result.quarantined += 1;
+    });
+    settle.immediate();
+  }
+
+  /** Applies the server's answer locally: settles conflicts, moves colliding rows, clears acknowledged entries, all in one transaction. */
+  private async settle(row: OutboxRow, plan: PlanEntry[], batch: UploadBatch, answer: UploadResponse, result: CycleResult, signal: AbortSignal | undefined): Promise<void> {
+    const conflicts = answer.results.filter((r): r is Extract<UploadResult, { status: 'conflict' }> => r.status === 'conflict');
+    const collisions = conflicts.filter((r) => this.isCollision(batch.changes[r.index]!, plan[r.index]!, r.server_values ?? null));
+    const ids = await this.allocate(collisions.map((r) => ({ table: batch.changes[r.index]!.table })), signal);
+    const settle = this.db.transaction(() => {
+      const fixups: Array<{ change: UploadChange; plan: PlanEntry }> = [];
+      const moved = new Set<number>();
+      for (const r of conflicts) {
+        const change = batch.changes[r.index]!;
+        const entry = plan[r.index]!;
+        const table = this.scope.get(change.table);
+        if (!table) continue;
+        const serverValues = (r.server_values ?? null) as Record<string, unknown> | null;
+        const newId = collisions.includes(r) ? ids.get(change.table)?.shift() : undefined;
+        if (newId !== undefined) {
+          const pkValues = parseKey(entry.pkText);
+          const local = this.readRow(table, pkValues);
+          this.rekey(table, pkValues[0] as PrimaryKeyValue, BigInt(newId), entry.pkText);
+          moved.add(r.index);
+          recordConflict(this.db, {
+            table: change.table,
+            pk: change.pk,
+            kind: 'id-collision',
+            source: 'push',
+            policy: this.policy,
+            winner: 'both',
+            localValues: local ? this.rowToWire(table, local) : (change.values ?? null),
+            remoteValues: serverValues,
+            serverConflictId: r.conflict_id ?? null,
+            note: `local row moved to ${table.primaryKey[0]}=${newId}`,
+          });
+          result.collisions += 1;
+          // The server applied ours over the web app's row: put the web app's row back.
+          if (r.resolution === 'client-wins' && serverValues) fixups.push({ change: { table: change.table, op: 'upsert', pk: change.pk, values: serverValues }, plan: { ...entry, seqs: [], firstOp: 'U' } });
+          continue;
+        }
+        result.conflicts += 1;
+        const pkValues = parseKey(entry.pkText);
+        const current = this.readRow(table, pkValues);
+        const localValues = current ? this.rowToWire(table, current) : null;
+        const winner = this.decide(change.op === 'upsert' ? (change.values ?? null) : null, serverValues, table);
+        recordConflict(this.db, {
+          table: change.table,
+          pk: change.pk,
+          kind: 'conflict',
+          source: 'push',
+          policy: this.policy,
+          winner,
+          localValues: winner === 'remote' ? localValues : change.op === 'upsert' ? (change.values ?? null) : null,
+          remoteValues: serverValues,
+          serverConflictId: r.conflict_id ?? null,
+          note: null,
+        });
+        if (winner === 'remote') {
+          this.suppressed(() => this.applyRemote(table, change.pk, serverValues));
+          // Edits made after the batch was read lose too; they are in the log above.
+          this.db.prepare(`DELETE FROM ${CHANGELOG} WHERE table_name = ? AND pk = ?`).run(entry.table, entry.pkText);
+          if (r.resolution === 'client-wins') {
+            fixups.push({ change: serverValues ? { table: change.table, op: 'upsert', pk: change.pk, values: serverValues } : { table: change.table, op: 'delete', pk: change.pk }, plan: { ...entry, seqs: [], firstOp: 'U' } });
+          }
+        } else if (r.resolution === 'server-wins') {
+          fixups.push({ change: { table: change.table, op: change.op, pk: change.pk, ...(change.values ? { values: change.values } : {}) }, plan: { ...entry, seqs: [], firstOp: 'U' } });
+        }
+      }
+      const ack = this.db.prepare(`DELETE FROM ${CHANGELOG} WHERE seq = ?`);
+      plan.forEach((entry, i) => {
+        if (moved.has(i)) return;
+        for (const s of entry.seqs) ack.run(s);
+        if (batch.changes[i]) result.pushed += 1;
+      });
+      this.db.prepare(`DELETE FROM ${OUTBOX} WHERE seq = ?`).run(row.seq);
+      if (fixups.length > 0) {
+        // Sent without a base cursor: the decision is taken, the server must not weigh it again.
+        this.persistBatch({ batch_id: this.newBatchId(), changes: fixups.map((f) => f.change) }, fixups.map((f) => f.plan));
+      }
+    });
+    settle.immediate();
+  }
+
+  private isCollision(change: UploadChange, entry: PlanEntry, serverValues: Record<string, unknown> | null): boolean {
+    const table = this.scope.get(change.table);
+    return table !== undefined && table.rekeyable && change.op === 'upsert' && entry.firstOp === 'I' && serverValues !== null && this.remote.allocateIds !== undefined;
+  }
+
+  /** Takes fresh ids from the server for each colliding row, above every id the local table holds. */
+  private async allocate(requests: Array<{ table: string }>, signal: AbortSignal | undefined): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    const counts = new Map<string, number>();
+    for (const r of requests) counts.set(r.table, (counts.get(r.table) ?? 0) + 1);
+    for (const [name, count] of counts) {
+      const table = this.scope.get(name)!;
+      const max = this.db.prepare(`SELECT max(${quoteIdent(table.primaryKey[0]!)}) FROM ${quoteIdent(name)}`).pluck().safeIntegers(true).get() as bigint | null;
+      out.set(name, await this.remote.allocateIds!(name, count, String(max ?? 0n), { signal }));
+    }
+    return out;
+  }
+
+  /**
+   * Moves a local row from `oldId` to `newId` with capture suppressed, rewrites its pending
+   * changelog entries to the new key (so it is pushed as a new row and nothing deletes the web
+   * app's row), and points every local child at the new id with capture on (so they are pushed).
+   */
+  private rekey(table: ScopeTable, oldId: PrimaryKeyValue, newId: bigint, oldKeyText: string): void {
+    const pk = quoteIdent(table.primaryKey[0]!);
+    const newKeyText = String(this.db.prepare('SELECT quote(?)').pluck().get(newId));
+    this.suppressed(() => {
+      this.db.prepare(`UPDATE ${quoteIdent(table.name)} SET ${pk} = ? WHERE ${pk} = ?`).run(newId, oldId);
+      this.db.prepare(`UPDATE ${CHANGELOG} SET pk = ? WHERE table_name = ? AND pk = ?`).run(newKeyText, table.name, oldKeyText);
+    }, 1);
+    this.suppressed(() => {
+      for (const child of table.children) {
+        this.db.prepare(`UPDATE ${quoteIdent(child.table)} SET ${quoteIdent(child.column)} = ? WHERE ${quoteIdent(child.column)} = ?`).run(newId, oldId);
+      }
+    }, 0);
+    this.logger?.info({ table: table.name, from: String(oldId), to: newId.toString() }, 'id collision: local row moved to a fresh id');
+  }
+
+  /** Runs `fn` with capture suppressed (or, with 0, explicitly on), restoring the previous state. Call inside a transaction. */
+  private suppressed<T>(fn: () => T, value: 0 | 1 = 1): T {
+    const before = this.db.prepare(`SELECT suppress FROM ${INTERNAL_PREFIX}apply WHERE id = 1`).pluck().safeIntegers(false).get() as number;
+    const set = this.db.prepare(`UPDATE ${INTERNAL_PREFIX}apply SET suppress = ? WHERE id = 1`);
+    set.run(value);
+    try {
+      return fn();
+    } finally {
+      set.run(before);
+    }
+  }
+
+  /** Returns whose version wins under the client's policy: `local` or `remote`. */
+  private decide(local: Record<string, unknown> | null, remote: Record<string, unknown> | null, table: ScopeTable): 'local' | 'remote' {
+    if (this.policy === 'client-wins') return 'local';
+    if (this.policy === 'server-wins') return 'remote';
+    const col = this.updatedAtColumn;
+    if (!col || !local || !remote || !table.byName.has(col)) return 'remote';
+    const l = instant(local[col]);
+    const r = instant(remote[col]);
+    if (l === null || r === null) return 'remote';
+    // Ties go to the server, as the server's own newest-wins does.
+    return l > r ? 'local' : 'remote';
+  }
+
+  // ------------------------------------------------------------------ pull
+
+  private async pull(result: CycleResult, signal: AbortSignal | undefined): Promise<void> {
+    this.hooks.beforePull?.();
+    for (;;) {
+      if (signal?.aborted) return;
+      const cursor = this.cursor();
+      const page = await this.remote.changesSince(cursor, { limit: this.batchSize });
+      await this.applyPage(page, result, signal);
+      if (!page.has_more) return;
+    }
+  }
+
+  private async applyPage(page: ChangePage, result: CycleResult, signal: AbortSignal | undefined): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const collisions = this.pullCollisions(page);
+      const ids = await this.allocate(collisions.map((c) => ({ table: c.table })), signal);
+      const apply = this.db.transaction((): boolean => {
+        const now = this.pullCollisions(page);
+        // A desktop insert between the scan and the lock: take more ids and start the page again.
+        if (now.some((c) => !collisions.some((d) => d.table === c.table && d.keyText === c.keyText))) return false;
+        this.db.pragma('defer_foreign_keys = ON');
+        return this.suppressed(() => {
+          const movedKeys = new Set<string>();
+          // Moved first, so a remote child applied below is never taken along.
+          for (const c of now) {
+            const table = this.scope.get(c.table)!;
+            const newId = ids.get(c.table)!.shift()!;
+            const local = this.readRow(table, c.pkValues);
+            this.rekey(table, c.pkValues[0]!, BigInt(newId), c.keyText);
+            recordConflict(this.db, {
+              table: c.table,
+              pk: c.change.pk,
+              kind: 'id-collision',
+              source: 'pull',
+              policy: this.policy,
+              winner: 'both',
+              localValues: local ? this.rowToWire(table, local) : null,
+              remoteValues: c.change.values,
+              serverConflictId: null,
+              note: `local row moved to ${table.primaryKey[0]}=${newId}`,
+            });
+            result.collisions += 1;
+            movedKeys.add(`${c.table}\u0000${c.keyText}`);
+          }
+          for (const change of page.changes) this.applyFeedChange(change, result, movedKeys);
+          writeMeta(this.db, META.pullCursor, page.cursor);
+          this.hooks.beforePullCommit?.(page);
+          return true;
+        });
+      });
+      if (apply.immediate()) return;
+      if (attempt >= 3) throw new EpetsyncError('EPS_DB_BUSY', 'The desktop app kept inserting colliding rows while a feed page was applied', { hint: 'Run the sync again.' });
+    }
+  }
+
+  private pullCollisions(page: ChangePage): Array<{ table: string; keyText: string; pkValues: PrimaryKeyValue[]; change: FeedChange }> {
+    const out: Array<{ table: string; keyText: string; pkValues: PrimaryKeyValue[]; change: FeedChange }> = [];
+    if (!this.remote.allocateIds) return out;
+    const first = this.db.prepare(`SELECT op FROM ${CHANGELOG} WHERE table_name = ? AND pk = ? ORDER BY seq LIMIT 1`).pluck().safeIntegers(false);
+    for (const change of page.changes) {
+      const table = this.scope.get(change.table);
+      if (!table || !table.rekeyable || change.op !== 'upsert') continue;
+      const pkValues = this.localKey(table, change.pk);
+      const keyText = this.keyText(pkValues);
+      if (first.get(table.name, keyText) !== 'I' || !this.readRow(table, pkValues)) continue;
+      if (!out.some((o) => o.table === table.name && o.keyText === keyText)) out.push({ table: table.name, keyText, pkValues, change });
+    }
+    return out;
+  }
+
+  private applyFeedChange(change: FeedChange, result: CycleResult, moved: Set<string>): void {
+    const table = this.scope.get(change.table);
+    if (!table) return;
+    const pkValues = this.localKey(table, change.pk);
+    const keyText = this.keyText(pkValues);
+    const pending = moved.has(`${table.name}\u0000${keyText}`)
+      ? []
+      : (this.db.prepare(`SELECT seq FROM ${CHANGELOG} WHERE table_name = ? AND pk = ?`).pluck().safeIntegers(false).all(table.name, keyText) as number[]);
+    result.pulled += 1;
+    if (pending.length > 0) {
+      // Changed here since the last sync and changed there: a conflict.
+      const current = this.readRow(table, pkValues);
+      const localValues = current ? this.rowToWire(table, current) : null;
+      const winner = this.decide(localValues, change.values, table);
+      recordConflict(this.db, {
+        table: table.name,
+        pk: change.pk,
+        kind: 'conflict',
+        source: 'pull',
+        policy: this.policy,
+        winner,
+        localValues,
+        remoteValues: change.values,
+        serverConflictId: null,
+        note: null,
+      });
+      result.conflicts += 1;
+      if (winner === 'local') return;
+      this.db.prepare(`DELETE FROM ${CHANGELOG} WHERE table_name = ? AND pk = ?`).run(table.name, keyText);
+    }
+    this.applyRemote(table, change.pk, change.values);
+  }
+
+  /** Writes a remote version of a row (or deletes it when `values` is null). Call with capture suppressed. */
+  private applyRemote(table: ScopeTable, pk: Record<string, unknown>, values: Record<string, unknown> | null): void {
+    const pkValues = this.localKey(table, pk);
+    const name = quoteIdent(table.name);
+    if (values === null) {
+      const where = table.primaryKey.map((c) => `${quoteIdent(c)} IS ?`).join(' AND ');
+      this.db.prepare(`DELETE FROM ${name} WHERE ${where}`).run(...pkValues);
+      return;
+    }
+    const cols = table.columns.filter((c) => Object.prototype.hasOwnProperty.call(values, c.name));
+    const params = cols.map((c) => this.toLocal(values[c.name] as WireValue, c.type));
+    const updates = cols.filter((c) => !table.primaryKey.includes(c.name)).map((c) => `${quoteIdent(c.name)} = excluded.${quoteIdent(c.name)}`);
+    const conflict = updates.length > 0 ? `DO UPDATE SET ${updates.join(', ')}` : 'DO NOTHING';
+    this.db
+      .prepare(
+        `INSERT INTO ${name} (${cols.map((c) => quoteIdent(c.name)).join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ` +
+          `ON CONFLICT (${table.primaryKey.map((c) => quoteIdent(c)).join(', ')}) ${conflict}`,
+      )
+      .run(...params);
+  }
+
+  private toLocal(value: WireValue, type: PgType): SqliteValue {
+    const v = fromWire(value, type, { timezone: this.timezone });
+    // better-sqlite3 binds every JS number as REAL: keep integers integers (keys, quote()).
+    if (typeof v === 'number' && Number.isInteger(v) && (INT_KINDS.has(type.kind) || type.kind === 'boolean')) return BigInt(v);
+    return v;
+  }
+
+  private localKey(table: ScopeTable, pk: Record<string, unknown>): PrimaryKeyValue[] {
+    return table.primaryKey.map((c) => this.toLocal((pk[c] ?? null) as WireValue, table.byName.get(c)!.type) as PrimaryKeyValue);
+  }
+
+  /** Returns the changelog's key text for key values, computed by SQLite's own quote() as the triggers do. */
+  private keyText(pkValues: PrimaryKeyValue[]): string {
+    const sql = `SELECT ${pkValues.map(() => 'quote(?)').join(` || ',' || `)}`;
+    return String(this.db.prepare(sql).pluck().get(...pkValues));
+  }
+}
+
+/** Runs one sync cycle with a fresh engine (prepare, push, pull); convenient for `monitor --once` and tests. */
+export async function runSyncCycle(options: SyncEngineOptions, signal?: AbortSignal): Promise<CycleResult> {
+  const engine = new SyncEngine(options);
+  await engine.prepare(signal);
+  return engine.runCycle(signal);
+}
+
+function safeParseKey(text: string): PrimaryKeyValue[] | null {
+  try {
+    return parseKey(text);
+  } catch {
+    return null;
+  }
+}
+
+function instant(value: unknown): number | null {
+  if (typeof value !== 'string') return null;
+  const iso = /[zZ]|[+-]\d{2}:?\d{2}$/.test(value) ? value : `${value.replace(' ', 'T')}Z`;
+  const ms = Date.parse(iso);
+  if (Number.isNaN(ms)) return null;
+  // Microseconds decide between writes in the same millisecond.
+  const micro = /\.\d{3}(\d{1,3})/.exec(value)?.[1];
+  return ms * 1000 + (micro ? Number(micro.padEnd(3, '0')) : 0);
+}
+
+/** Returns the synced scope: server tables that exist locally with the same key, columns kept by name on both sides. */
+function buildScope(db: Database.Database, info: ServerInfo, include: string[] | undefined, exclude: string[] | undefined): Map<string, ScopeTable> {
+  const localTables = new Set(
+    (db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table'`).pluck().all() as string[]).filter((n) => !n.startsWith(INTERNAL_PREFIX) && !n.startsWith('sqlite_')),
+  );
+  const scope = new Map<string, ScopeTable>();
+  info.tables.forEach((t, order) => {
+    if (!localTables.has(t.name)) return;
+    if (include && !include.includes(t.name)) return;
+    if (exclude?.includes(t.name)) return;
+    const localCols = new Set((db.prepare(`SELECT name FROM pragma_table_info(?)`).pluck().all(t.name) as string[]));
+    if (!t.primary_key.every((k) => localCols.has(k))) return;
+    const columns = t.columns.filter((c) => localCols.has(c.name)).map((c) => ({ name: c.name, type: parsePgType(c.type) }));
+    const byName = new Map(columns.map((c) => [c.name, c]));
+    const keyCol = t.primary_key.length === 1 ? t.columns.find((c) => c.name === t.primary_key[0]) : undefined;
+    const keyKind = keyCol ? parsePgType(keyCol.type).kind : undefined;
+    const rekeyable = keyCol !== undefined && INT_KINDS.has(keyKind ?? '') && (keyCol.identity === true || /nextval\(/i.test(keyCol.default ?? ''));
+    scope.set(t.name, { name: t.name, order, primaryKey: t.primary_key, columns, byName, rekeyable, children: [] });
+  });
+  for (const child of localTables) {
+    const fks = db.prepare(`SELECT "table" AS parent, "from" AS col, "to" AS target FROM pragma_foreign_key_list(?)`).all(child) as Array<{ parent: string; col: string; target: string | null }>;
+    for (const fk of fks) {
+      const parent = scope.get(fk.parent);
+      if (!parent || !parent.rekeyable) continue;
+      if (fk.target !== null && fk.target !== parent.primaryKey[0]) continue;
+      parent.children.push({ table: child, column: fk.col });
+    }
+  }
+  return scope;
+}
