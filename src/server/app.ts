@@ -310,7 +310,6 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
   await app.register((await import('./migrate-routes.js')).migrateRoutes, { db, schema: current, requireSync });
 
   (await import('./ids.js')).registerIdRoutes(app, { db, schema: current });
-  (await import('./ids.js')).registerIdRoutes(app, { db, schema: current });
   return app;
 }
 
