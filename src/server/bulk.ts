@@ -98,6 +98,8 @@ export async function applyBulkLoad(db: SqlDatabase, schema: SyncSchema, tableNa
   const load = parseBulkBody(schema, tableName, body);
   const { table } = load;
   return db.transaction(async (tx) => {
+    // Two requests of one load (a client retrying while its first attempt still runs) take turns.
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtext('epetsync.bulk'), hashtext($1::text))`, [`${loadId}/${table.name}`]);
     await tx.query(`SELECT set_config('epetsync.capture', 'off', true)`);
     if (load.rows.length > 0) {
       if (db.kind === 'postgres' && tx.copyFrom) await copyRows(tx, load);
