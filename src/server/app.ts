@@ -204,7 +204,7 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
       tables: schema.tables.map((t) => ({
         name: t.name,
         primary_key: t.primaryKey,
-        columns: t.columns.map((c) => ({ name: c.name, type: c.type, nullable: c.nullable, default: c.default, max_length: c.maxLength, identity: c.identity })),
+        columns: t.columns.map((c) => ({ name: c.name, type: c.type, nullable: c.nullable, default: c.default, max_length: c.maxLength, identity: c.identity, generated: c.generated })),
       })),
       unsynced_tables: schema.unsynced,
       limits: { max_body_bytes: limits.maxBodyBytes, max_decompressed_bytes: limits.maxDecompressedBytes, max_batch_changes: MAX_BATCH_CHANGES, max_wait_seconds: MAX_WAIT_SECONDS },

@@ -60,6 +60,8 @@ export function parseBulkBody(schema: SyncSchema, tableName: string, body: strin
     return i;
   });
   const cols = names.map((n) => table.columnsByName.get(n)!);
+  // Generated columns are computed by PostgreSQL: their values are read (and checked) but not written.
+  const written = cols.map((c, k) => (c.generated ? -1 : k)).filter((k) => k >= 0);
   const rows: Array<Array<string | null>> = [];
   const rowLines: number[] = [];
   let lastKey: unknown[] | null = null;
@@ -83,11 +85,11 @@ export function parseBulkBody(schema: SyncSchema, tableName: string, body: strin
     for (const k of pkIndex) {
       if (row[k] === null) throw new HttpError('MISSING_PRIMARY_KEY', `line ${i + 1}: primary-key column "${names[k]}" is null`, { table: table.name, column: names[k], line: i + 1 });
     }
-    rows.push(row);
+    rows.push(written.length === row.length ? row : written.map((k) => row[k]!));
     rowLines.push(i + 1);
     lastKey = pkIndex.map((k) => value[k] as unknown);
   }
-  return { table, columns: names, rows, lines: rowLines, lastKey };
+  return { table, columns: written.map((k) => names[k]!), rows, lines: rowLines, lastKey };
 }
 
 /**

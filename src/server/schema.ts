@@ -29,6 +29,8 @@ export interface ColumnInfo {
   maxLength: number | null;
   identity: boolean;
   identityAlways: boolean;
+  /** A generated (computed) column: served, but values sent for it are ignored. */
+  generated: boolean;
 }
 
 /** Describes one synced table: quoted name, columns, primary key and the sequence behind it. */
@@ -74,6 +76,7 @@ interface ColumnRow {
   default: string | null;
   max_length: number | null;
   identity: string;
+  generated: boolean;
   pk_position: number | null;
   seq: string | null;
 }
@@ -87,7 +90,7 @@ export async function introspectSchema(db: SqlExecutor, scope: ScopeOptions = {}
             t.typname, a.attnotnull AS not_null,
             pg_get_expr(d.adbin, d.adrelid) AS default,
             CASE WHEN a.atttypmod > 4 AND t.typname IN ('varchar', 'bpchar') THEN a.atttypmod - 4 END AS max_length,
-            a.attidentity AS identity,
+            a.attidentity AS identity, a.attgenerated <> '' AS generated,
             array_position(i.indkey::int2[], a.attnum)::int AS pk_position,
             pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname) AS seq
        FROM pg_class c
@@ -120,6 +123,7 @@ export async function introspectSchema(db: SqlExecutor, scope: ScopeOptions = {}
       maxLength: r.max_length,
       identity: r.identity !== '',
       identityAlways: r.identity === 'a',
+      generated: r.generated,
     };
     t.columns.push(col);
     t.columnsByName.set(col.name, col);

@@ -186,6 +186,7 @@ export function prepareBatch(schema: SyncSchema, batch: UploadBatch): PreparedCh
     const params: Array<string | null> = [];
     for (const [name, value] of Object.entries(values)) {
       if (!table.columnsByName.has(name)) throw unknownColumn(table, name, index);
+      if (table.columnsByName.get(name)!.generated) continue; // PostgreSQL computes it
       columns.push(name);
       params.push(decode(table, name, value, index));
     }

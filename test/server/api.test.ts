@@ -51,7 +51,7 @@ describe.each(ENGINES)('sync API on %s', (engine) => {
     expect(info.unsynced_tables).toEqual(expect.arrayContaining([{ name: 'django_session', reason: 'excluded' }, { name: 'audit_raw', reason: 'no primary key' }]));
     const owner = info.tables.find((t: { name: string }) => t.name === 'clinic_owner');
     expect(owner.primary_key).toEqual(['id']);
-    expect(owner.columns[1]).toEqual({ name: 'name', type: 'character varying(100)', nullable: false, default: null, max_length: 100, identity: false });
+    expect(owner.columns[1]).toEqual({ name: 'name', type: 'character varying(100)', nullable: false, default: null, max_length: 100, identity: false, generated: false });
     expect(info.tables.find((t: { name: string }) => t.name === 'clinic_tag').primary_key).toEqual(['pet_id', 'tag']);
     expect(info.limits).toMatchObject({ max_batch_changes: 5000, max_wait_seconds: 60 });
   });
@@ -215,13 +215,17 @@ describe.each(ENGINES)('sync API on %s', (engine) => {
       payload: gzipSync(JSON.stringify({ batch_id: `gz-${engine}`, changes: [{ table: 'clinic_import', op: 'upsert', pk: { id: '900' }, values }] })),
     });
     expect(res.statusCode, res.body).toBe(200);
-    expect((await feed(since, 'desk-2')).changes[0]!.values).toEqual(values);
+    expect((await feed(since, 'desk-2')).changes[0]!.values).toEqual({ ...values, label_len: 11 });
+    // A generated column is served, and a value sent for it is ignored, not an error.
+    const again = await h.call({ method: 'POST', url: '/api/database/upload/', node: 'desk-3', payload: { batch_id: `gen-${engine}`, changes: [{ table: 'clinic_import', op: 'upsert', pk: { id: '900' }, values: { id: '900', label: 'renamed', label_len: 999 } }] } });
+    expect(again.statusCode, again.body).toBe(200);
+    expect(await h.sql(`SELECT label_len FROM clinic_import WHERE id = 900`)).toEqual([{ label_len: 7 }]);
     await h.sql(`DELETE FROM clinic_import WHERE id = 900`);
   });
 
   it('loads rows in bulk without feeding them, checkpointing the last key for resume', async () => {
     const since = await head();
-    const chunk1 = ['{"columns":["id","label"]}', '[1,"one"]', '["2","two"]', '["3","three"]'].join('\n');
+    const chunk1 = ['{"columns":["id","label","label_len"]}', '[1,"one",null]', '["2","two",3]', '["3","three",0]'].join('\n');
     const r1 = await h.call({ method: 'POST', url: '/api/database/bulk/?table=clinic_import&load_id=mig-1', headers: { 'content-type': 'application/x-ndjson', 'content-encoding': 'gzip' }, payload: gzipSync(chunk1) });
     expect(r1.statusCode, r1.body).toBe(200);
     expect(h.json(r1)).toEqual({ table: 'clinic_import', load_id: 'mig-1', rows: 3, total_rows: 3, last_key: ['3'] });
