@@ -1,0 +1,235 @@
+import { createHash } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
+import type { WireValue } from '../sync/convert.js';
+import { TableChecksum } from '../sync/checksum.js';
+import { parsePgType } from '../sync/pg-type.js';
+import { parseBulkBody } from './bulk.js';
+import { formatCursor, headCursor } from './cursor.js';
+import { HttpError } from './http-error.js';
+import { castParam, INTERNAL_SCHEMA, type SyncSchema, type TableInfo } from './schema.js';
+import { streamSnapshot } from './snapshot.js';
+import { quoteIdent, type SqlDatabase, type SqlExecutor } from './sql.js';
+import { advanceSequence, databaseRefusal } from './upload.js';
+
+/**
+ * The routes `epetsync migrate` needs beyond protocol 1's bulk load (docs/protocol.md, "Migrate
+ * support"): row counts, an order-independent checksum of a table computed over wire values the
+ * same way the client computes it, moving sequences past the largest ids, and an all-or-nothing
+ * replace (rows staged first, then swapped in one transaction). Every table and column name is
+ * looked up in the introspected schema; nothing from the request reaches SQL text.
+ */
+
+/** Describes what the migrate routes need from the app. */
+export interface MigrateRoutesOptions {
+  db: SqlDatabase;
+  schema: () => SyncSchema;
+  requireSync: preHandlerAsyncHookHandler;
+}
+
+const ID = '^[A-Za-z0-9._:-]{1,128}$';
+const NO_QUERY = { type: 'object', properties: {}, additionalProperties: false } as const;
+const TABLE_NAME = { type: 'string', minLength: 1, maxLength: 256 } as const;
+const TABLES_BODY = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { tables: { type: 'array', maxItems: 10000, items: TABLE_NAME } },
+} as const;
+const CHECKSUM_BODY = {
+  type: 'object',
+  required: ['table'],
+  additionalProperties: false,
+  properties: { table: TABLE_NAME, columns: { type: 'array', minItems: 1, maxItems: 1600, items: { type: 'string', minLength: 1, maxLength: 256 } } },
+} as const;
+const STAGE_QUERY = {
+  type: 'object',
+  required: ['table', 'load_id'],
+  additionalProperties: false,
+  properties: { table: TABLE_NAME, load_id: { type: 'string', pattern: ID } },
+} as const;
+const REPLACE_BODY = {
+  type: 'object',
+  required: ['load_id', 'tables'],
+  additionalProperties: false,
+  properties: { load_id: { type: 'string', pattern: ID }, tables: { type: 'array', minItems: 1, maxItems: 10000, items: TABLE_NAME } },
+} as const;
+
+/** Registers the migrate-support routes under `/api/database/migrate/` (every one needs a sync token). */
+export async function migrateRoutes(app: FastifyInstance, options: MigrateRoutesOptions): Promise<void> {
+  const { db, requireSync } = options;
+  const json = async (request: FastifyRequest): Promise<void> => {
+    const given = String(request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    if (given !== 'application/json') throw new HttpError('UNSUPPORTED_MEDIA_TYPE', 'This route takes application/json.', { content_type: given.slice(0, 80) });
+  };
+
+  app.post('/api/database/migrate/counts/', { schema: { querystring: NO_QUERY, body: TABLES_BODY }, preValidation: json, preHandler: requireSync }, async (request) => {
+    const schema = options.schema();
+    const names = (request.body as { tables?: string[] }).tables;
+    const tables = names === undefined ? schema.tables : unique(names).map((n) => requireTable(schema, n));
+    const head = formatCursor(await headCursor(db));
+    const out: Array<{ table: string; rows: number }> = [];
+    for (const t of tables) {
+      const { rows } = await db.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${t.sqlName}`);
+      out.push({ table: t.name, rows: Number(rows[0]!.n) });
+    }
+    return { head_cursor: head, tables: out };
+  });
+
+  app.post('/api/database/migrate/checksum/', { schema: { querystring: NO_QUERY, body: CHECKSUM_BODY }, preValidation: json, preHandler: requireSync }, async (request) => {
+    const body = request.body as { table: string; columns?: string[] };
+    const table = requireTable(options.schema(), body.table);
+    const names = body.columns === undefined ? table.columns.map((c) => c.name) : unique(body.columns);
+    const index = names.map((n) => {
+      const i = table.columns.findIndex((c) => c.name === n);
+      if (i < 0) throw new HttpError('UNKNOWN_COLUMN', `table "${table.name}" has no column "${n.slice(0, 100)}"`, { table: table.name, column: n });
+      return i;
+    });
+    const checksum = new TableChecksum(index.map((i) => parsePgType(table.columns[i]!.type)));
+    const controller = new AbortController();
+    request.raw.on('close', () => controller.abort());
+    for await (const chunk of streamSnapshot(db, { tables: [table], signal: controller.signal, pageSize: 2000 })) {
+      for (const line of chunk.split('\n')) {
+        if (!line.startsWith('{"type":"row"')) continue;
+        const values = (JSON.parse(line) as { values: WireValue[] }).values;
+        checksum.add(index.map((i) => values[i]!));
+      }
+    }
+    return { table: table.name, columns: names, rows: checksum.rows, checksum: checksum.digest() };
+  });
+
+  app.post('/api/database/migrate/finish/', { schema: { querystring: NO_QUERY, body: TABLES_BODY }, preValidation: json, preHandler: requireSync }, async (request) => {
+    const schema = options.schema();
+    const names = (request.body as { tables?: string[] }).tables;
+    const tables = names === undefined ? schema.tables : unique(names).map((n) => requireTable(schema, n));
+    const sequences = await db.transaction(async (tx) => {
+      const out: Array<{ table: string; sequence: string; next_value: string }> = [];
+      for (const t of tables) {
+        if (!t.pkSequence) continue;
+        await advanceSequence(tx, t);
+        const { rows } = await tx.query<{ next_value: string }>(
+          `SELECT coalesce(pg_sequence_last_value($1::text::regclass) + 1, (SELECT seqstart FROM pg_sequence WHERE seqrelid = $1::text::regclass))::text AS next_value`,
+          [t.pkSequence],
+        );
+        out.push({ table: t.name, sequence: t.pkSequence, next_value: rows[0]!.next_value });
+      }
+      return out;
+    });
+    return { sequences, head_cursor: formatCursor(await headCursor(db)) };
+  });
+
+  app.post('/api/database/migrate/stage/', {
+    schema: { querystring: STAGE_QUERY, body: { type: 'string' } },
+    preValidation: async (request) => {
+      const given = String(request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      if (given !== 'application/x-ndjson') throw new HttpError('UNSUPPORTED_MEDIA_TYPE', 'The stage route takes application/x-ndjson.', { content_type: given.slice(0, 80) });
+    },
+    preHandler: requireSync,
+  }, async (request) => {
+    const q = request.query as { table: string; load_id: string };
+    const load = parseBulkBody(options.schema(), q.table, request.body as string);
+    const stage = stageName(q.load_id, load.table.name);
+    return db.transaction(async (tx) => {
+      await tx.query(`CREATE TABLE IF NOT EXISTS ${stage} (LIKE ${load.table.sqlName} INCLUDING DEFAULTS)`);
+      if (load.rows.length > 0) await stageRows(tx, stage, load.table, load.columns, load.rows, load.lines, db.kind === 'postgres');
+      const { rows } = await tx.query<{ total_rows: string; last_key: unknown[] | null }>(
+        `INSERT INTO epetsync.bulk_loads (load_id, table_name, total_rows, last_key) VALUES ($1::text, $2::text, $3::int, $4::text::jsonb)
+         ON CONFLICT (load_id, table_name) DO UPDATE
+           SET total_rows = epetsync.bulk_loads.total_rows + EXCLUDED.total_rows,
+               last_key = coalesce(EXCLUDED.last_key, epetsync.bulk_loads.last_key), updated_at = now()
+         RETURNING total_rows::text AS total_rows, last_key`,
+        [q.load_id, load.table.name, load.rows.length, load.lastKey === null ? null : JSON.stringify(load.lastKey)],
+      );
+      return { table: load.table.name, load_id: q.load_id, rows: load.rows.length, total_rows: Number(rows[0]!.total_rows), last_key: rows[0]!.last_key };
+    });
+  });
+
+  app.post('/api/database/migrate/replace/', { schema: { querystring: NO_QUERY, body: REPLACE_BODY }, preValidation: json, preHandler: requireSync }, async (request) => {
+    const schema = options.schema();
+    const body = request.body as { load_id: string; tables: string[] };
+    const wanted = new Set(unique(body.tables).map((n) => requireTable(schema, n)));
+    // Foreign-key order from the introspected schema: delete children first, insert parents first.
+    const tables = schema.tables.filter((t) => wanted.has(t));
+    const replaced = await db.transaction(async (tx) => {
+      await tx.query(`SELECT set_config('epetsync.capture', 'off', true)`);
+      await tx.query('SET CONSTRAINTS ALL DEFERRED');
+      for (const t of [...tables].reverse()) await tx.query(`DELETE FROM ${t.sqlName}`);
+      const out: Array<{ table: string; rows: number }> = [];
+      for (const t of tables) {
+        const stage = stageName(body.load_id, t.name);
+        const { rows: exists } = await tx.query<{ ok: boolean }>(`SELECT to_regclass($1::text) IS NOT NULL AS ok`, [stage]);
+        if (!exists[0]?.ok) {
+          out.push({ table: t.name, rows: 0 });
+          continue;
+        }
+        const cols = t.columns.map((c) => quoteIdent(c.name)).join(', ');
+        const overriding = t.columns.some((c) => c.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
+        try {
+          const r = await tx.query(`INSERT INTO ${t.sqlName} (${cols})${overriding} SELECT ${cols} FROM ${stage}`);
+          out.push({ table: t.name, rows: r.rowCount });
+        } catch (error) {
+          throw databaseRefusal(error, { line: null, table: t.name });
+        }
+        await advanceSequence(tx, t);
+      }
+      try {
+        await tx.query('SET CONSTRAINTS ALL IMMEDIATE');
+      } catch (error) {
+        throw databaseRefusal(error, { line: null });
+      }
+      for (const t of tables) await tx.query(`DROP TABLE IF EXISTS ${stageName(body.load_id, t.name)}`);
+      return out;
+    });
+    request.log.info({ load_id: body.load_id, tables: replaced }, 'migrate replace committed');
+    return { load_id: body.load_id, tables: replaced, head_cursor: formatCursor(await headCursor(db)) };
+  });
+}
+
+function unique(names: string[]): string[] {
+  return [...new Set(names)];
+}
+
+function requireTable(schema: SyncSchema, name: string): TableInfo {
+  const table = schema.byName.get(name);
+  if (!table) throw new HttpError('UNKNOWN_TABLE', `table "${name.slice(0, 100)}" is not synced`, { table: name });
+  return table;
+}
+
+/** Returns the staging table of one table of a replace load, inside epetsync's own schema (a hash keeps it under 63 bytes). */
+function stageName(loadId: string, table: string): string {
+  const hash = createHash('sha256').update(`${loadId}\u0000${table}`).digest('hex').slice(0, 32);
+  return `${quoteIdent(INTERNAL_SCHEMA)}.${quoteIdent(`stage_${hash}`)}`;
+}
+
+async function stageRows(tx: SqlExecutor, stage: string, table: TableInfo, columns: string[], rows: Array<Array<string | null>>, lines: number[], copy: boolean): Promise<void> {
+  const cols = columns.map((c) => table.columnsByName.get(c)!);
+  const list = cols.map((c) => quoteIdent(c.name)).join(', ');
+  if (copy && tx.copyFrom) {
+    const csv = function* (): Generator<string> {
+      let chunk = '';
+      for (const row of rows) {
+        chunk += `${row.map((v) => (v === null ? '' : `"${v.replace(/"/g, '""')}"`)).join(',')}\n`;
+        if (chunk.length > 65536) {
+          yield chunk;
+          chunk = '';
+        }
+      }
+      if (chunk) yield chunk;
+    };
+    try {
+      await tx.copyFrom(`COPY ${stage} (${list}) FROM STDIN WITH (FORMAT csv)`, csv());
+    } catch (error) {
+      const m = /line (\d+)/.exec(String((error as { where?: unknown }).where ?? ''));
+      throw databaseRefusal(error, { line: m ? (lines[Number(m[1]) - 1] ?? null) : null });
+    }
+    return;
+  }
+  const perStatement = Math.max(1, Math.min(500, Math.floor(30000 / cols.length)));
+  for (let start = 0; start < rows.length; start += perStatement) {
+    const params: Array<string | null> = [];
+    const tuples = rows.slice(start, start + perStatement).map((row) => `(${row.map((v, k) => { params.push(v); return castParam(cols[k]!, `$${params.length}`); }).join(', ')})`);
+    try {
+      await tx.query(`INSERT INTO ${stage} (${list}) VALUES ${tuples.join(', ')}`, params);
+    } catch (error) {
+      throw databaseRefusal(error, { line: lines[start] ?? null });
+    }
+  }
+}

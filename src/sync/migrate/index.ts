@@ -1,0 +1,773 @@
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ServerInfo, TableInfo as RemoteTable } from '../../client/index.js';
+import { isRetryable, RequestRejectedError, type RemoteDatabaseClient } from '../../client/index.js';
+import { remoteChecksum, remoteCounts, finishLoad, stageRows, replaceTables } from '../../client/migrate-api.js';
+import { stateFilePath, readState, updateState } from '../../client/state.js';
+import type { EpetsyncConfig } from '../../config/index.js';
+import { formatStamp, introspectSchema, openDatabase, quickCheck, takeBackup, type SqliteDatabase, type TableInfo as LocalTable } from '../../db/index.js';
+import { EpetsyncError, MigrationError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import { TableChecksum } from '../checksum.js';
+import type { ConvertOptions, NoteKind, WireValue } from '../convert.js';
+import { installCapture, META, writeMeta } from '../local-capture.js';
+import { parsePgType } from '../pg-type.js';
+import { buildMapping, convertRow, localKey, readPages, type RowProblem, type TableMapping, type ValueProblemKind } from './rows.js';
+
+/**
+ * `epetsync migrate`: moves every row of the desktop database into the web app's PostgreSQL
+ * through the sync API's bulk load, proves both sides hold the same data, and survives being
+ * killed at any moment (each bulk request is one transaction and one checkpoint on the server;
+ * a rerun continues after the last key the server acknowledged). docs/migrate.md is the readable
+ * version.
+ */
+
+/** Django tables migrate never carries (the sync deny list). */
+const NEVER_MIGRATED = new Set(['django_migrations', 'django_session', 'django_admin_log', 'django_content_type', 'auth_permission', 'auth_group_permissions', 'auth_user_user_permissions']);
+/** Rows per bulk request: one request is one checkpoint. */
+const CHUNK_ROWS = 5000;
+/** Approximate wire bytes per bulk request (well under the server's 64 MiB body limit). */
+const CHUNK_BYTES = 8 * 1024 * 1024;
+/** Rows per second assumed for the duration estimate before anything was measured. */
+const ESTIMATED_ROWS_PER_SECOND = 15_000;
+const SAMPLE_KEYS = 5;
+
+/** Holds the options of one migrate run. */
+export interface MigrateOptions {
+  checkOnly?: boolean;
+  force?: boolean;
+  verifyOnly?: boolean;
+  tables?: string[] | undefined;
+  createSchema?: boolean;
+  rejectFile?: string | undefined;
+}
+
+/** Describes what a migrate run needs from its surroundings. */
+export interface MigrateDeps {
+  config: EpetsyncConfig;
+  client: RemoteDatabaseClient;
+  logger: Logger;
+  signal: AbortSignal;
+  /** Called as rows go out (at most once per bulk request) and when a table is done. */
+  onProgress?: (progress: TableProgress) => void;
+  now?: () => Date;
+}
+
+/** Describes the progress of one table's load. */
+export interface TableProgress {
+  table: string;
+  rows: number;
+  total: number;
+  seconds: number;
+  done: boolean;
+}
+
+/** Counts one kind of value problem in one column, with a few primary keys to look at. */
+export interface AuditFinding {
+  column: string;
+  kind: ValueProblemKind | NoteKind;
+  count: number;
+  samples: Array<Record<string, WireValue>>;
+  /** True when the value cannot be sent as it is (a note is only worth knowing). */
+  blocking: boolean;
+  example?: string;
+}
+
+/** Describes one column difference between the local and the remote table. */
+export interface ColumnIssue {
+  column: string;
+  kind: 'missing-remotely' | 'required-remotely' | 'missing-locally' | 'type-mismatch';
+  message: string;
+  blocking: boolean;
+}
+
+/** Describes one table in the migrate report. */
+export interface TableReport {
+  table: string;
+  localRows: number;
+  remoteRows: number | null;
+  /** What migrate does or did with the table. */
+  action: 'load' | 'resume' | 'same' | 'differs' | 'replace' | 'missing-remotely' | 'check';
+  columns: ColumnIssue[];
+  audit: AuditFinding[];
+  estimatedBytes: number;
+  estimatedSeconds: number;
+  loaded: number;
+  rejected: number;
+  seconds: number;
+  rowsPerSecond: number;
+  verified: boolean | null;
+  localChecksum?: string;
+  remoteChecksum?: string;
+  /** A few primary keys present remotely that the local table lacks or holds differently (refusal report). */
+  differingKeys?: Array<Record<string, WireValue>>;
+}
+
+/** Describes a blocking problem in plain words. */
+export interface BlockingProblem {
+  table?: string;
+  message: string;
+  hint: string;
+}
+
+/** Reports one migrate run (the `--json` result; documented in docs/migrate.md). */
+export interface MigrateResult {
+  mode: 'check' | 'migrate' | 'verify';
+  ok: boolean;
+  database: string;
+  server: { url: string; protocol: number; engine: string; serverVersion: string };
+  quickCheck: 'ok' | string;
+  tables: TableReport[];
+  skipped: Array<{ table: string; reason: string }>;
+  blocking: BlockingProblem[];
+  backup: string | null;
+  remoteBackup: string | null;
+  rejectFile: string | null;
+  rejected: number;
+  cursor: string | null;
+  sequences: Array<{ table: string; sequence: string; next_value: string }>;
+  resumed: boolean;
+  mismatched: string[];
+  seconds: number;
+}
+
+interface Planned {
+  report: TableReport;
+  mapping: TableMapping;
+  remote: RemoteTable;
+  local: LocalTable;
+}
+
+interface MigrateState {
+  loadId: string;
+  url: string;
+  database: string;
+  mode: 'load' | 'replace';
+  cursor: string;
+  startedAt: string;
+  remoteBackup: string | null;
+}
+
+/** Runs preflight, then (unless --check-only or --verify) the load, finish and verify; returns the report. */
+export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Promise<MigrateResult> {
+  const started = performance.now();
+  const { config, client, logger } = deps;
+  const convert: ConvertOptions = { timezone: config.database.timezone };
+  const mode: MigrateResult['mode'] = options.checkOnly ? 'check' : options.verifyOnly ? 'verify' : 'migrate';
+  if (options.createSchema && !options.checkOnly) {
+    throw new MigrationError('EPS_USAGE', '--create-schema is not available yet: this epetsync cannot create remote tables', {
+      hint: "Create the tables with the web app's own migrations (python manage.py migrate) and run epetsync migrate again.",
+    });
+  }
+  const db = openDatabase(config.database.path, { mode: 'read', busyTimeoutMs: config.database.busyTimeoutMs });
+  try {
+    const integrity = quickCheck(db);
+    const quick = integrity.ok ? 'ok' : integrity.messages.slice(0, 3).join('; ');
+    const info = await client.info({ signal: deps.signal });
+    const result: MigrateResult = {
+      mode,
+      ok: true,
+      database: config.database.path,
+      server: { url: client.url.href, protocol: info.protocol, engine: info.engine, serverVersion: info.server_version },
+      quickCheck: quick,
+      tables: [],
+      skipped: [],
+      blocking: [],
+      backup: null,
+      remoteBackup: null,
+      rejectFile: options.rejectFile ?? null,
+      rejected: 0,
+      cursor: null,
+      sequences: [],
+      resumed: false,
+      mismatched: [],
+      seconds: 0,
+    };
+    if (!integrity.ok) {
+      result.blocking.push({ message: `The local database fails quick_check: ${quick}`, hint: 'Restore a good backup (epetsync restore --latest) or repair the file before migrating.' });
+    }
+    const planned = plan(db, info, config, options, result);
+    const counts = await remoteCounts(client, planned.map((p) => p.remote.name), { signal: deps.signal });
+    for (const c of counts.tables) {
+      const p = planned.find((x) => x.remote.name === c.table);
+      if (p) p.report.remoteRows = c.rows;
+    }
+    for (const p of planned) {
+      p.report.localRows = (db.prepare(`SELECT count(*) AS n FROM main.${quote(p.local.name)}`).safeIntegers(false).get() as { n: number }).n;
+    }
+
+    if (mode === 'verify') {
+      await verifyAll(db, client, planned, convert, deps.signal, result);
+      return finishResult(result, started);
+    }
+
+    for (const p of planned) audit(db, p, convert, deps.signal);
+    collectBlocking(planned, options, result);
+
+    // Classify the remote: empty, a load of ours to continue, the same data, or different data.
+    const statePath = stateFilePath(config.dir);
+    const saved = (readState(statePath).migrate ?? null) as MigrateState | null;
+    const state = saved && saved.url === client.url.href && saved.database === config.database.path ? saved : null;
+    for (const p of planned) {
+      if (p.report.remoteRows === 0) {
+        p.report.action = 'load';
+        continue;
+      }
+      if (state) {
+        const status = await client.bulkStatus(p.remote.name, state.loadId, { signal: deps.signal });
+        if ((state.mode === 'load' && status.total_rows === p.report.remoteRows) || state.mode === 'replace') {
+          p.report.action = state.mode === 'replace' ? 'replace' : 'resume';
+          continue;
+        }
+      }
+      const same = await compareTable(db, client, p, convert, deps.signal);
+      p.report.action = same ? 'same' : 'differs';
+      if (!same) p.report.differingKeys = await differingKeys(db, client, p, convert, deps.signal);
+    }
+    const differing = planned.filter((p) => p.report.action === 'differs');
+    result.tables = planned.map((p) => p.report);
+    if (mode === 'check') {
+      for (const p of differing) {
+        result.blocking.push({
+          table: p.remote.name,
+          message: `Remote table "${p.remote.name}" already holds different data (${p.report.remoteRows} rows remotely, ${p.report.localRows} locally)`,
+          hint: 'Run epetsync migrate --force to replace it (a verified copy of the remote is kept first), or empty it in the web app.',
+        });
+      }
+      return finishResult(result, started);
+    }
+    if (result.blocking.length > 0) throw blockingError(result);
+    if (differing.length > 0 && !options.force) {
+      throw new MigrationError('EPS_MIGRATE_REMOTE_NOT_EMPTY', `The remote already holds different data in ${differing.map((p) => `"${p.remote.name}" (${p.report.remoteRows} rows remotely, ${p.report.localRows} locally${p.report.differingKeys?.length ? `; e.g. key ${JSON.stringify(p.report.differingKeys[0])}` : ''})`).join(', ')}`, {
+        hint: 'Run epetsync migrate --check-only to see every difference; --force replaces the remote after keeping a verified copy of it in the backup folder.',
+        details: { tables: differing.map((p) => ({ table: p.remote.name, local_rows: p.report.localRows, remote_rows: p.report.remoteRows, differing_keys: p.report.differingKeys ?? [] })) },
+      });
+    }
+
+    const replace = differing.length > 0 || state?.mode === 'replace';
+    const now = deps.now ?? (() => new Date());
+    const backup = await takeBackup({ databasePath: config.database.path, backupDir: config.database.backupDir, busyTimeoutMs: config.database.busyTimeoutMs, now });
+    result.backup = backup.backup.path;
+    logger.info({ backup: result.backup }, 'local backup taken before migrate');
+
+    let current: MigrateState;
+    if (state && (state.mode === 'replace') === replace) {
+      current = state;
+      result.resumed = true;
+      logger.info({ loadId: state.loadId }, 'continuing the interrupted migrate');
+    } else {
+      current = {
+        loadId: `migrate-${formatStamp(now())}-${randomBytes(4).toString('hex')}`,
+        url: client.url.href,
+        database: config.database.path,
+        mode: replace ? 'replace' : 'load',
+        // The feed head before any row moves: monitor later replays what the web app changed meanwhile.
+        cursor: counts.head_cursor,
+        startedAt: now().toISOString(),
+        remoteBackup: null,
+      };
+      if (replace) current.remoteBackup = await downloadRemoteCopy(client, info, planned, join(config.database.backupDir, `remote-${formatStamp(now())}`), deps.signal, logger);
+      updateState(statePath, (s) => {
+        s.migrate = current;
+      });
+    }
+    result.remoteBackup = current.remoteBackup;
+    result.cursor = current.cursor;
+
+    // Capture local writes from now on: rows the desktop app changes during the load are pushed later by monitor.
+    const captured = captureScope(db, info, config);
+    const writer = openDatabase(config.database.path, { mode: 'write', busyTimeoutMs: config.database.busyTimeoutMs });
+    try {
+      installCapture(writer, captured);
+    } finally {
+      writer.close();
+    }
+
+    const rejects = options.rejectFile ? new RejectLog(options.rejectFile) : null;
+    try {
+      for (const p of planned) {
+        // A replace swaps every table at once (children reference parents), so unchanged tables are staged too.
+        if (p.report.action === 'same' && !replace) continue;
+        await loadTable(db, client, p, current, replace, convert, rejects, deps);
+      }
+    } finally {
+      rejects?.close();
+    }
+    if (replace) {
+      const answer = await replaceTables(client, current.loadId, planned.map((p) => p.remote.name), { signal: deps.signal });
+      logger.info({ tables: answer.tables }, 'remote tables replaced');
+    }
+    const finish = await finishLoad(client, planned.map((p) => p.remote.name), { signal: deps.signal });
+    result.sequences = finish.sequences;
+
+    const meta = openDatabase(config.database.path, { mode: 'write', busyTimeoutMs: config.database.busyTimeoutMs });
+    try {
+      meta.transaction(() => {
+        writeMeta(meta, META.pullCursor, current.cursor);
+        writeMeta(meta, META.serverId, client.url.href);
+        writeMeta(meta, META.migratedAt, now().toISOString());
+      }).immediate();
+    } finally {
+      meta.close();
+    }
+    updateState(statePath, (s) => {
+      delete s.migrate;
+    });
+
+    result.rejected = planned.reduce((n, p) => n + p.report.rejected, 0);
+    await verifyAll(db, client, planned, convert, deps.signal, result);
+    return finishResult(result, started);
+  } finally {
+    db.close();
+  }
+}
+
+function finishResult(result: MigrateResult, started: number): MigrateResult {
+  result.seconds = round((performance.now() - started) / 1000);
+  result.ok = result.blocking.length === 0 && result.mismatched.length === 0;
+  return result;
+}
+
+function quote(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
+}
+
+/** Matches local tables to remote ones and reports column differences. */
+function plan(db: SqliteDatabase, info: ServerInfo, config: EpetsyncConfig, options: MigrateOptions, result: MigrateResult): Planned[] {
+  const locals = new Map(introspectSchema(db).map((t) => [t.name, t]));
+  const remotes = new Map(info.tables.map((t) => [t.name, t]));
+  const unsynced = new Map(info.unsynced_tables.map((t) => [t.name, t.reason]));
+  if (options.tables) {
+    const unknown = options.tables.filter((t) => !locals.has(t));
+    if (unknown.length > 0) {
+      throw new EpetsyncError('EPS_USAGE', `--tables names ${unknown.map((t) => `"${t}"`).join(', ')}, which the local database does not have`, {
+        hint: `Local tables: ${[...locals.keys()].join(', ')}`,
+      });
+    }
+  }
+  const wanted = options.tables ? new Set(options.tables) : null;
+  const exclude = new Set(config.sync.exclude);
+  const include = config.sync.include ? new Set(config.sync.include) : null;
+  const out: Planned[] = [];
+  for (const local of locals.values()) {
+    if (wanted && !wanted.has(local.name)) continue;
+    if (!wanted && (NEVER_MIGRATED.has(local.name) || exclude.has(local.name) || (include && !include.has(local.name)))) {
+      result.skipped.push({ table: local.name, reason: NEVER_MIGRATED.has(local.name) ? 'Django bookkeeping table, never synced' : 'excluded by sync.tables in config.json' });
+      continue;
+    }
+    const remote = remotes.get(local.name);
+    if (!remote) {
+      const why = unsynced.get(local.name);
+      if (why === 'excluded' || why === 'not included') {
+        result.skipped.push({ table: local.name, reason: `the server does not sync it (${why})` });
+        continue;
+      }
+      result.blocking.push({
+        table: local.name,
+        message: why ? `Table "${local.name}" exists remotely but cannot be loaded: ${why}` : `Table "${local.name}" does not exist in the remote database`,
+        hint: why ? 'Give the remote table a primary key (Django adds an id), then run migrate again.' : "Create it with the web app's migrations (python manage.py migrate), or leave it out with --tables.",
+      });
+      out.push({ report: emptyReport(local.name, 'missing-remotely'), mapping: { name: local.name, columns: [], primaryKey: [], pkIndex: [] }, remote: { name: local.name, primary_key: ['?'], columns: [] } as unknown as RemoteTable, local });
+      continue;
+    }
+    const localColumns = new Set(local.columns.filter((c) => c.hidden === 0).map((c) => c.name));
+    const report = emptyReport(local.name, 'check');
+    for (const c of local.columns) {
+      if (c.hidden !== 0 || remote.columns.some((r) => r.name === c.name)) continue;
+      report.columns.push({ column: c.name, kind: 'missing-remotely', message: `local column "${c.name}" has no remote counterpart: its values would be lost`, blocking: true });
+    }
+    for (const r of remote.columns) {
+      const local_ = local.columns.find((c) => c.name === r.name);
+      if (!local_) {
+        const required = !r.nullable && (r.default === null || r.default === undefined) && r.identity !== true;
+        report.columns.push({
+          column: r.name,
+          kind: required ? 'required-remotely' : 'missing-locally',
+          message: required ? `remote column "${r.name}" is NOT NULL without a default and the local table has no such column` : `remote column "${r.name}" is not in the local table; it gets its default`,
+          blocking: required,
+        });
+        continue;
+      }
+      const mismatch = typeMismatch(local_.declaredType, r.type);
+      if (mismatch) report.columns.push({ column: r.name, kind: 'type-mismatch', message: mismatch, blocking: false });
+    }
+    const missingKey = remote.primary_key.filter((k) => !localColumns.has(k));
+    if (missingKey.length > 0) {
+      report.columns.push({ column: missingKey.join(', '), kind: 'required-remotely', message: `the remote primary key (${missingKey.join(', ')}) is not in the local table`, blocking: true });
+    }
+    const mapping = buildMapping(remote.name, remote.columns.map((c) => ({ name: c.name, type: c.type, nullable: c.nullable })), remote.primary_key, localColumns);
+    out.push({ report, mapping, remote, local });
+  }
+  // Foreign-key order: the server lists its tables parents first.
+  const order = new Map(info.tables.map((t, i) => [t.name, i]));
+  return out.sort((a, b) => (order.get(a.remote.name) ?? -1) - (order.get(b.remote.name) ?? -1));
+}
+
+function emptyReport(table: string, action: TableReport['action']): TableReport {
+  return { table, localRows: 0, remoteRows: null, action, columns: [], audit: [], estimatedBytes: 0, estimatedSeconds: 0, loaded: 0, rejected: 0, seconds: 0, rowsPerSecond: 0, verified: null };
+}
+
+/** Returns why a local declared type cannot hold what the remote type needs, or null when values decide (the audit checks them). */
+function typeMismatch(declared: string, remoteType: string): string | null {
+  const d = declared.toUpperCase();
+  const kind = parsePgType(remoteType).kind;
+  const blob = d === 'BLOB' || d === '';
+  if (kind === 'bytea' && !blob && !/BLOB/.test(d)) return `local type "${declared}" holds text or numbers; the remote column is bytea (text is sent as its UTF-8 bytes)`;
+  if (/BLOB/.test(d) && !['bytea', 'text', 'uuid', 'other'].includes(kind)) return `local type "${declared}" holds bytes; the remote column is ${remoteType}`;
+  return null;
+}
+
+/** Reads every local row of the table and records each kind of problem or note with counts and sample keys. */
+function audit(db: SqliteDatabase, p: Planned, convert: ConvertOptions, signal: AbortSignal): void {
+  if (p.report.action === 'missing-remotely' || p.mapping.pkIndex.some((i) => i < 0)) return;
+  const findings = new Map<string, AuditFinding>();
+  let bytes = 0;
+  const note = (column: string, kind: AuditFinding['kind'], blocking: boolean, pk: Record<string, WireValue>, example?: string): void => {
+    const key = `${column}\u0000${kind}`;
+    let f = findings.get(key);
+    if (!f) {
+      f = { column, kind, count: 0, samples: [], blocking, ...(example === undefined ? {} : { example }) };
+      findings.set(key, f);
+    }
+    f.count += 1;
+    if (f.samples.length < SAMPLE_KEYS) f.samples.push(pk);
+  };
+  for (const page of readPages(db, p.mapping, null)) {
+    if (signal.aborted) throw interrupted();
+    for (const row of page) {
+      const c = convertRow(p.mapping, row, convert);
+      if (!c.ok) {
+        note(c.problem.column, c.problem.kind, true, c.problem.pk, c.problem.reason);
+        continue;
+      }
+      bytes += JSON.stringify(c.values).length + 1;
+      for (const n of c.notes) note(n.column, n.note, false, pkFromValues(p.mapping, c.values));
+    }
+  }
+  p.report.audit = [...findings.values()];
+  p.report.estimatedBytes = bytes;
+  p.report.estimatedSeconds = round(p.report.localRows / ESTIMATED_ROWS_PER_SECOND + bytes / (20 * 1024 * 1024));
+}
+
+function pkFromValues(mapping: TableMapping, values: WireValue[]): Record<string, WireValue> {
+  const pk: Record<string, WireValue> = {};
+  mapping.pkIndex.forEach((i, k) => {
+    pk[mapping.primaryKey[k]!] = values[i]!;
+  });
+  return pk;
+}
+
+function collectBlocking(planned: Planned[], options: MigrateOptions, result: MigrateResult): void {
+  for (const p of planned) {
+    for (const c of p.report.columns.filter((x) => x.blocking)) {
+      result.blocking.push({ table: p.report.table, message: `${p.report.table}: ${c.message}`, hint: 'Make the remote schema match the desktop models (python manage.py migrate on the web app), then run migrate again.' });
+    }
+    for (const f of p.report.audit.filter((x) => x.blocking)) {
+      if (options.rejectFile) continue;
+      result.blocking.push({
+        table: p.report.table,
+        message: `${p.report.table}.${f.column}: ${f.count} value(s) ${describeKind(f.kind)} (e.g. key ${JSON.stringify(f.samples[0])}${f.example ? `: ${f.example}` : ''})`,
+        hint: 'Correct the values in the desktop app, or pass --reject-file FILE to set those rows aside and migrate the rest.',
+      });
+    }
+  }
+}
+
+/** Returns a few words a clinic IT person understands for each problem kind. */
+export function describeKind(kind: AuditFinding['kind']): string {
+  const words: Record<string, string> = {
+    'nul-in-text': 'contain a NUL character PostgreSQL cannot store',
+    'invalid-utf8': 'hold bytes that are not valid UTF-8 text',
+    'too-long': 'are longer than the remote column allows',
+    'not-an-integer': 'are not whole numbers',
+    'integer-out-of-range': 'are out of the remote integer range',
+    'not-a-number': 'are not numbers',
+    'numeric-overflow': 'have too many digits for the remote decimal column',
+    'not-a-boolean': 'are not booleans (0 or 1)',
+    'invalid-date': 'are impossible dates',
+    'invalid-time': 'are impossible times',
+    'invalid-timestamp': 'are impossible dates and times',
+    'invalid-uuid': 'are not UUIDs',
+    'invalid-json': 'are not valid JSON',
+    'null-in-not-null': 'are NULL in a column the remote requires',
+    'boolean-spelled-as-text': "are booleans spelled as text ('t', 'yes'…), converted",
+    'storage-class-mismatch': 'are stored as another SQLite type than the column declares, converted exactly',
+    'datetime-with-t': "are datetimes written with 'T', converted",
+    'refused-by-remote': 'were refused by the remote database',
+  };
+  return words[kind] ?? kind;
+}
+
+function blockingError(result: MigrateResult): MigrationError {
+  const unconvertible = result.tables.flatMap((t) => t.audit.filter((a) => a.blocking).map((a) => ({ t, a })));
+  const first = result.blocking[0]!;
+  const code = result.blocking.every((b) => /value\(s\)/.test(b.message)) && unconvertible.length > 0 ? 'EPS_MIGRATE_UNCONVERTIBLE' : 'EPS_MIGRATE_CHECK_FAILED';
+  const more = result.blocking.length > 1 ? ` (and ${result.blocking.length - 1} more problem(s))` : '';
+  return new MigrationError(code, `${first.message}${more}`, {
+    hint: code === 'EPS_MIGRATE_UNCONVERTIBLE' ? first.hint : `${first.hint} Run epetsync migrate --check-only for the full report.`,
+    details: { blocking: result.blocking, tables: result.tables.map((t) => ({ table: t.table, audit: t.audit.filter((a) => a.blocking), columns: t.columns.filter((c) => c.blocking) })) },
+  });
+}
+
+function interrupted(): EpetsyncError {
+  return new EpetsyncError('EPS_INTERRUPTED', 'Migrate stopped before it finished', { hint: 'Run epetsync migrate again: it continues from its last checkpoint.' });
+}
+
+/** Returns the tables to install local change capture on: every remote synced table the desktop database has. */
+function captureScope(db: SqliteDatabase, info: ServerInfo, config: EpetsyncConfig): Array<{ name: string; primaryKey: string[] }> {
+  const locals = new Set(introspectSchema(db).map((t) => t.name));
+  const exclude = new Set(config.sync.exclude);
+  return info.tables.filter((t) => locals.has(t.name) && !exclude.has(t.name) && (!config.sync.include || config.sync.include.includes(t.name))).map((t) => ({ name: t.name, primaryKey: t.primary_key }));
+}
+
+/** Streams one table to the server in checkpointed bulk requests, resuming after the server's last key. */
+async function loadTable(
+  db: SqliteDatabase,
+  client: RemoteDatabaseClient,
+  p: Planned,
+  state: MigrateState,
+  stage: boolean,
+  convert: ConvertOptions,
+  rejects: RejectLog | null,
+  deps: MigrateDeps,
+): Promise<void> {
+  const started = performance.now();
+  const table = p.remote.name;
+  const columns = p.mapping.columns.map((c) => c.name);
+  const status = await client.bulkStatus(table, state.loadId, { signal: deps.signal });
+  const after = status.last_key ? localKey(p.mapping, status.last_key, convert) : null;
+  let loaded = status.total_rows;
+  const progress = (done: boolean): void => {
+    deps.onProgress?.({ table, rows: loaded, total: Math.max(p.report.localRows - p.report.rejected, loaded), seconds: (performance.now() - started) / 1000, done });
+  };
+  progress(false);
+  let chunk: WireValue[][] = [];
+  let bytes = 0;
+  const send = async (): Promise<void> => {
+    for (let attempt = 0; ; attempt += 1) {
+      if (deps.signal.aborted) throw interrupted();
+      const lastKey = chunk.length > 0 ? p.mapping.pkIndex.map((i) => chunk[chunk.length - 1]![i]) : null;
+      try {
+        const answer = stage
+          ? await stageRows(client, table, chunk, { loadId: state.loadId, columns, signal: deps.signal })
+          : await client.bulkLoad(table, chunk, { loadId: state.loadId, columns, signal: deps.signal });
+        loaded = answer.total_rows;
+        break;
+      } catch (error) {
+        const line = error instanceof RequestRejectedError ? error.details?.line : undefined;
+        if (error instanceof RequestRejectedError && typeof line === 'number' && line >= 2 && line - 2 < chunk.length) {
+          const values = chunk[line - 2]!;
+          const problem: RowProblem = { table, pk: pkFromValues(p.mapping, values), column: String(error.details?.column ?? '?'), kind: 'refused-by-remote', reason: error.message, value: null };
+          if (!rejects) throw unconvertibleError(problem);
+          rejects.add(problem);
+          p.report.rejected = rejects.count(table);
+          chunk.splice(line - 2, 1);
+          if (chunk.length === 0) return;
+          continue;
+        }
+        if (!isRetryable(error) || attempt >= 5 || deps.signal.aborted) throw error;
+        deps.logger.warn({ table, attempt: attempt + 1 }, `bulk request failed (${(error as Error).message}); checking the checkpoint and retrying`);
+        await sleep(Math.min(30_000, 500 * 2 ** attempt), undefined, { signal: deps.signal }).catch(() => {
+          throw interrupted();
+        });
+        const now = await client.bulkStatus(table, state.loadId, { signal: deps.signal });
+        if (lastKey && JSON.stringify(now.last_key) === JSON.stringify(lastKey)) {
+          // The request committed but its answer was lost: the checkpoint proves it.
+          loaded = now.total_rows;
+          break;
+        }
+      }
+    }
+    chunk = [];
+    bytes = 0;
+    progress(false);
+  };
+  for (const page of readPages(db, p.mapping, after)) {
+    for (const row of page) {
+      const c = convertRow(p.mapping, row, convert);
+      if (!c.ok) {
+        if (!rejects) throw unconvertibleError(c.problem);
+        rejects.add(c.problem);
+        continue;
+      }
+      chunk.push(c.values);
+      bytes += JSON.stringify(c.values).length;
+      if (chunk.length >= CHUNK_ROWS || bytes >= CHUNK_BYTES) await send();
+    }
+  }
+  if (chunk.length > 0) await send();
+  p.report.rejected = rejects?.count(table) ?? 0;
+  p.report.loaded = loaded;
+  p.report.seconds = round((performance.now() - started) / 1000);
+  p.report.rowsPerSecond = p.report.seconds > 0 ? Math.round(loaded / p.report.seconds) : loaded;
+  progress(true);
+}
+
+function unconvertibleError(problem: RowProblem): MigrationError {
+  return new MigrationError('EPS_MIGRATE_UNCONVERTIBLE', `${problem.table} ${JSON.stringify(problem.pk)} column "${problem.column}": ${JSON.stringify(problem.value)} ${problem.kind === 'refused-by-remote' ? `was refused: ${problem.reason}` : `cannot be converted (${problem.kind}: ${problem.reason})`}`, {
+    hint: 'Correct the value in the desktop app, or pass --reject-file FILE to set such rows aside and migrate the rest; rerun migrate to continue.',
+    details: { problem },
+  });
+}
+
+/** Appends rows that cannot be sent to an NDJSON file, once per (table, key), fsynced before the rows after them go out. */
+class RejectLog {
+  private readonly fd: number;
+  private readonly seen = new Map<string, number>();
+  private readonly keys = new Set<string>();
+
+  constructor(readonly path: string) {
+    if (existsSync(path)) {
+      for (const line of readFileSync(path, 'utf8').split('\n')) {
+        if (line.trim() === '') continue;
+        try {
+          const r = JSON.parse(line) as { table: string; pk: unknown };
+          this.remember(r.table, JSON.stringify(r.pk));
+        } catch {
+          // A line cut off by a crash: the row is rejected again below.
+        }
+      }
+    }
+    this.fd = openSync(path, 'a');
+  }
+
+  private remember(table: string, pk: string): boolean {
+    const key = `${table}\u0000${pk}`;
+    if (this.keys.has(key)) return false;
+    this.keys.add(key);
+    this.seen.set(table, (this.seen.get(table) ?? 0) + 1);
+    return true;
+  }
+
+  add(problem: RowProblem): void {
+    if (!this.remember(problem.table, JSON.stringify(problem.pk))) return;
+    writeSync(this.fd, `${JSON.stringify(problem)}\n`);
+    fsyncSync(this.fd);
+  }
+
+  count(table: string): number {
+    return this.seen.get(table) ?? 0;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+/** Computes the local checksum of a table over the mapped columns (rows that cannot be converted are counted apart). */
+function localChecksum(db: SqliteDatabase, mapping: TableMapping, convert: ConvertOptions, signal: AbortSignal): { sum: TableChecksum; unconvertible: number } {
+  const sum = new TableChecksum(mapping.columns.map((c) => c.type));
+  let unconvertible = 0;
+  for (const page of readPages(db, mapping, null)) {
+    if (signal.aborted) throw interrupted();
+    for (const row of page) {
+      const c = convertRow(mapping, row, convert);
+      if (c.ok) sum.add(c.values);
+      else unconvertible += 1;
+    }
+  }
+  return { sum, unconvertible };
+}
+
+async function compareTable(db: SqliteDatabase, client: RemoteDatabaseClient, p: Planned, convert: ConvertOptions, signal: AbortSignal): Promise<boolean> {
+  const local = localChecksum(db, p.mapping, convert, signal);
+  const remote = await remoteChecksum(client, p.remote.name, p.mapping.columns.map((c) => c.name), { signal });
+  p.report.localChecksum = local.sum.digest();
+  p.report.remoteChecksum = remote.checksum;
+  return remote.rows === local.sum.rows && remote.checksum === local.sum.digest();
+}
+
+/** Verifies every planned table: equal row counts and checksums on both sides; fills `mismatched`. */
+async function verifyAll(db: SqliteDatabase, client: RemoteDatabaseClient, planned: Planned[], convert: ConvertOptions, signal: AbortSignal, result: MigrateResult): Promise<void> {
+  for (const p of planned) {
+    if (p.report.action === 'missing-remotely') continue;
+    const local = localChecksum(db, p.mapping, convert, signal);
+    const remote = await remoteChecksum(client, p.remote.name, p.mapping.columns.map((c) => c.name), { signal });
+    p.report.localChecksum = local.sum.digest();
+    p.report.remoteChecksum = remote.checksum;
+    p.report.remoteRows = remote.rows;
+    if (result.mode === 'verify') p.report.rejected = local.unconvertible;
+    p.report.verified = remote.rows === local.sum.rows && remote.checksum === local.sum.digest();
+    if (!p.report.verified) result.mismatched.push(p.remote.name);
+  }
+  result.tables = planned.map((p) => p.report);
+}
+
+/** Returns up to five primary keys whose remote row is missing locally or differs from it. */
+async function differingKeys(db: SqliteDatabase, client: RemoteDatabaseClient, p: Planned, convert: ConvertOptions, signal: AbortSignal): Promise<Array<Record<string, WireValue>>> {
+  const out: Array<Record<string, WireValue>> = [];
+  const types = p.mapping.columns.map((c) => c.type);
+  const where = p.mapping.primaryKey.map((k) => `${quote(k)} = ?`).join(' AND ');
+  const select = db.prepare(`SELECT ${p.mapping.columns.map((c) => quote(c.name)).join(', ')} FROM main.${quote(p.local.name)} WHERE ${where}`).raw(true).safeIntegers(true);
+  let index: number[] | null = null;
+  for await (const event of client.snapshot([p.remote.name], { signal })) {
+    if (event.type === 'table') index = p.mapping.columns.map((c) => event.columns.indexOf(c.name));
+    if (event.type !== 'row' || !index) continue;
+    const values = index.map((i) => event.values[i] as WireValue);
+    const pk = pkFromValues(p.mapping, values);
+    const key = localKey(p.mapping, p.mapping.pkIndex.map((i) => values[i]), convert);
+    const row = select.get(...key) as Parameters<typeof convertRow>[1] | undefined;
+    const local = row ? convertRow(p.mapping, row, convert) : null;
+    const same = local?.ok === true && local.values.every((v, i) => canonicalEqual(v, values[i]!, types[i]!));
+    if (!same) out.push(pk);
+    if (out.length >= SAMPLE_KEYS) break;
+  }
+  return out;
+}
+
+function canonicalEqual(a: WireValue, b: WireValue, type: ReturnType<typeof parsePgType>): boolean {
+  const one = new TableChecksum([type]);
+  one.add([a]);
+  const two = new TableChecksum([type]);
+  two.add([b]);
+  return one.digest() === two.digest();
+}
+
+/** Downloads the remote's current contents of the planned tables into `dir` (NDJSON per table), then proves the copy equals the remote. */
+async function downloadRemoteCopy(client: RemoteDatabaseClient, info: ServerInfo, planned: Planned[], dir: string, signal: AbortSignal, logger: Logger): Promise<string> {
+  mkdirSync(dir, { recursive: true });
+  const manifest: Array<{ table: string; file: string; rows: number; checksum: string }> = [];
+  for (const p of planned) {
+    const remote = info.tables.find((t) => t.name === p.remote.name)!;
+    const file = `${encodeURIComponent(remote.name)}.ndjson`;
+    const fd = openSync(join(dir, file), 'w');
+    let sum: TableChecksum | null = null;
+    try {
+      for await (const event of client.snapshot([remote.name], { signal })) {
+        if (event.type === 'table') {
+          sum = new TableChecksum(event.columns.map((name) => parsePgType(remote.columns.find((c) => c.name === name)!.type)));
+          writeSync(fd, `${JSON.stringify({ table: event.table, columns: event.columns, primary_key: event.primaryKey })}\n`);
+        } else if (event.type === 'row') {
+          sum!.add(event.values as WireValue[]);
+          writeSync(fd, `${JSON.stringify(event.values)}\n`);
+        }
+      }
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    const columns = remote.columns.map((c) => c.name);
+    const check = await remoteChecksum(client, remote.name, columns, { signal });
+    if (!sum || check.rows !== sum.rows || check.checksum !== sum.digest()) {
+      throw new MigrationError('EPS_VERIFY_MISMATCH', `The copy of remote table "${remote.name}" in ${dir} does not match the remote (${sum?.rows ?? 0} rows copied, ${check.rows} remotely); nothing was replaced`, {
+        hint: 'Run migrate --force again (the web app may have written meanwhile); the remote was not changed.',
+      });
+    }
+    manifest.push({ table: remote.name, file, rows: sum.rows, checksum: sum.digest() });
+  }
+  const fd = openSync(join(dir, 'manifest.json'), 'w');
+  try {
+    writeSync(fd, `${JSON.stringify({ server: client.url.href, taken_at: new Date().toISOString(), tables: manifest }, null, 2)}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  logger.info({ dir, tables: manifest.length }, 'verified copy of the remote kept before replacing it');
+  return dir;
+}
