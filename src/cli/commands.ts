@@ -16,6 +16,19 @@ export const COMMANDS: CommandSpec[] = [
     load: async () => (await import('../commands/status.js')).default,
   },
   {
+    name: 'monitor',
+    description: 'keep the desktop database and the web app in step: two-way sync on an interval and in real time, self-healing',
+    examples: ['epetsync monitor', 'epetsync monitor --once', 'epetsync monitor --interval 60 --fix', 'epetsync monitor --background', 'epetsync monitor --stop'],
+    define: (cmd) =>
+      cmd
+        .option('--interval <seconds>', 'seconds between cycles (default: remote_database.sync_interval)', int('--interval'))
+        .option('--once', 'run one sync cycle and exit')
+        .option('--fix', 'keep retrying what needs a person otherwise (re-authenticate, re-discover) while running')
+        .option('--background', 'detach and run in the background (pidfile .epetsync/monitor.pid, output in logs/monitor.out)')
+        .option('--stop', 'stop the background monitor (it finishes the batch in flight)'),
+    load: async () => (await import('../commands/monitor.js')).default,
+  },
+  {
     name: 'backup',
     description: 'take a verified online backup of the local database into the backup folder',
     examples: ['epetsync backup', 'epetsync backup --keep 14', 'epetsync --json backup'],
@@ -32,6 +45,21 @@ export const COMMANDS: CommandSpec[] = [
         .option('--latest', 'restore the newest backup in the backup folder')
         .option('-y, --yes', 'do not ask for confirmation (needed when not on a terminal)'),
     load: async () => (await import('../commands/restore.js')).default,
+  },
+  {
+    name: 'migrate',
+    description: "move every row of the desktop database into the web app's PostgreSQL through the sync API, verified and resumable",
+    examples: ['epetsync migrate --check-only', 'epetsync migrate --reject-file rejects.ndjson', 'epetsync migrate --force --yes --json', 'epetsync migrate --verify'],
+    define: (cmd) =>
+      cmd
+        .option('--check-only', 'run the preflight and value audit only; writes nothing anywhere')
+        .option('--force', 'replace remote data that differs (a verified copy of the remote is kept first)')
+        .option('--verify', 'only compare row counts and checksums of both sides')
+        .option('--tables <tables>', 'comma-separated tables to migrate (default: every synced table)')
+        .option('--create-schema', 'create missing remote tables (with --check-only: print the DDL)')
+        .option('--reject-file <file>', 'write rows with unconvertible values here (NDJSON) and migrate the rest')
+        .option('-y, --yes', 'do not ask for confirmation of --force (needed when not on a terminal)'),
+    load: async () => (await import('../commands/migrate.js')).default,
   },
   {
     name: 'serve',

@@ -666,6 +666,32 @@ export class RemoteDatabaseClient {
     );
   }
 
+  /** Calls a migrate-support route `migrate/<path>` under the API base (docs/protocol.md); JSON or streamed NDJSON rows; never retried when rows are streamed. */
+  async migrateRequest<S extends z.ZodType>(
+    path: string,
+    schema: S,
+    body: { json: unknown } | { columns: string[]; rows: AsyncIterable<unknown[]> | Iterable<unknown[]>; query: Record<string, string> },
+    options: CallOptions = {},
+  ): Promise<z.output<S>> {
+    const signal = this.signalFor(options.signal);
+    const url = new URL(`migrate/${path}`, (await this.ensureEndpoint(signal)).base);
+    const what = `migrate ${path.replace(/\/$/, '')} answer`;
+    if ('json' in body) return this.request({ url, method: 'POST', json: body.json, auth: true, retry: true, signal }, (res) => this.readJson(res, schema, what));
+    let sourceError: unknown;
+    const source = Readable.from(ndjsonChunks(body.columns, body.rows));
+    source.on('error', (error) => {
+      sourceError ??= error;
+    });
+    const stream = pipeline(source, createGzip(), () => {});
+    return this.request({ url, method: 'POST', query: body.query, auth: true, retry: false, signal }, (res) => this.readJson(res, schema, what), undefined, {
+      body: stream,
+      contentType: 'application/x-ndjson',
+      contentEncoding: 'gzip',
+    }).catch((error: unknown) => {
+      throw sourceError ?? error;
+    });
+  }
+
   /** Closes the connection pool; in-flight requests finish first. */
   async close(): Promise<void> {
     await this.transport.close();
