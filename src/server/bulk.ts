@@ -37,7 +37,7 @@ export function parseBulkBody(schema: SyncSchema, tableName: string, body: strin
   let header: unknown;
   let lineNo = 0;
   while (lineNo < lines.length && lines[lineNo]!.trim() === '') lineNo += 1;
-  if (lineNo >= lines.length) throw new HttpError('BAD_REQUEST', 'the bulk body is empty: the first line must be {"columns":[...]}', { line: 1, problems: ['missing header line'] });
+  if (lineNo >= lines.length) throw new HttpError('BAD_REQUEST', 'the bulk body is empty: the first line must be {"columns":[...]}', { line: 1, problems: [{ path: 'line 1', message: 'is missing: the header line names the columns' }] });
   try {
     header = JSON.parse(lines[lineNo]!);
   } catch {
@@ -45,13 +45,13 @@ export function parseBulkBody(schema: SyncSchema, tableName: string, body: strin
   }
   const columns = (header as { columns?: unknown } | null)?.columns;
   if (!Array.isArray(columns) || columns.length === 0 || !columns.every((c) => typeof c === 'string')) {
-    throw new HttpError('BAD_REQUEST', `line ${lineNo + 1} must be {"columns":["col", ...]}`, { line: lineNo + 1, problems: ['/columns must be a non-empty array of column names'] });
+    throw new HttpError('BAD_REQUEST', `line ${lineNo + 1} must be {"columns":["col", ...]}`, { line: lineNo + 1, problems: [{ path: `line ${lineNo + 1}/columns`, message: 'must be a non-empty array of column names' }] });
   }
   const names = columns as string[];
   const seen = new Set<string>();
   for (const name of names) {
-    if (!table.columnsByName.has(name)) throw new HttpError('UNKNOWN_COLUMN', `table "${table.name}" has no column "${name.slice(0, 100)}"`, { table: table.name, column: name, line: lineNo + 1 });
-    if (seen.has(name)) throw new HttpError('BAD_REQUEST', `column "${name}" is named twice`, { line: lineNo + 1, problems: [`duplicate column ${name}`] });
+    if (!table.columnsByName.has(name)) throw new HttpError('UNKNOWN_COLUMN', `table "${table.name}" has no column "${name.slice(0, 100)}"`, { table: table.name, column: name.slice(0, 128), line: lineNo + 1 });
+    if (seen.has(name)) throw new HttpError('BAD_REQUEST', `column "${name}" is named twice`, { line: lineNo + 1, problems: [{ path: `line ${lineNo + 1}`, message: `names column "${name}" twice` }] });
     seen.add(name);
   }
   const pkIndex = table.primaryKey.map((name) => {
@@ -75,7 +75,7 @@ export function parseBulkBody(schema: SyncSchema, tableName: string, body: strin
       throw new HttpError('INVALID_JSON', `line ${i + 1} is not valid JSON`, { line: i + 1 });
     }
     if (!Array.isArray(value) || value.length !== cols.length) {
-      throw new HttpError('BAD_REQUEST', `line ${i + 1} must be an array of ${cols.length} values`, { line: i + 1, problems: [`line ${i + 1}: expected an array of ${cols.length} values`] });
+      throw new HttpError('BAD_REQUEST', `line ${i + 1} must be an array of ${cols.length} values`, { line: i + 1, problems: [{ path: `line ${i + 1}`, message: `must be an array of ${cols.length} values` }] });
     }
     const row = cols.map((c, k) => {
       const d = fromWire(c.kind, value[k], c.typname);

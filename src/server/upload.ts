@@ -181,7 +181,7 @@ export function prepareBatch(schema: SyncSchema, batch: UploadBatch): PreparedCh
     const base = change.base_cursor !== undefined ? parseCursor(change.base_cursor, `changes[${index}].base_cursor`) : batchBase;
     if (change.op === 'delete') return { index, table, op: 'delete' as const, key, columns: [], params: [], values: null, base };
     const values = change.values;
-    if (!values) throw new HttpError('BAD_REQUEST', `change ${index} is an upsert without values`, { index, problems: [`/changes/${index}/values is required for an upsert`] });
+    if (!values) throw new HttpError('BAD_REQUEST', `change ${index} is an upsert without values`, { index, problems: [{ path: `body/changes/${index}/values`, message: 'is required for an upsert' }] });
     const columns: string[] = [];
     const params: Array<string | null> = [];
     for (const [name, value] of Object.entries(values)) {
@@ -209,7 +209,7 @@ function decode(table: TableInfo, column: string, value: unknown, index: number)
 }
 
 function unknownColumn(table: TableInfo, column: string, index: number): HttpError {
-  return new HttpError('UNKNOWN_COLUMN', `table "${table.name}" has no column "${column.slice(0, 100)}" (change ${index})`, { table: table.name, column, index });
+  return new HttpError('UNKNOWN_COLUMN', `table "${table.name}" has no column "${column.slice(0, 100)}" (change ${index})`, { table: table.name, column: column.slice(0, 128), index });
 }
 
 function keyObject(change: PreparedChange): Record<string, string | null> {
