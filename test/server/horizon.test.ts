@@ -173,5 +173,9 @@ describe('change capture install', () => {
     expect(await count()).toBe('5');
     const again = await startSyncServer({ databaseUrl: db.url, port: 0, install: false });
     await again.close();
+    const only = await startSyncServer({ databaseUrl: db.url, port: 0, include: ['clinic_owner', 'django_session'], install: false });
+    expect(only.schema.tables.map((t) => t.name)).toEqual(['clinic_owner']);
+    expect(only.schema.unsynced).toEqual(expect.arrayContaining([{ name: 'clinic_pet', reason: 'not included' }, { name: 'django_session', reason: 'excluded' }]));
+    await only.close();
   });
 });
