@@ -2,6 +2,8 @@ import { formatAge, formatBytes, type Output } from '../cli/output.js';
 import type { CommandContext } from '../cli/context.js';
 import type { CommandModule } from '../cli/spec.js';
 import { ExitCode } from '../exit-codes.js';
+import { readSyncStatus, type SyncStatus } from '../sync/status.js';
+import { join } from 'node:path';
 import {
   countRows,
   fileSize,
@@ -40,6 +42,8 @@ export interface StatusResult {
   foreignKeys: ForeignKeyCheckResult;
   backups: { dir: string; count: number; newest: BackupFile | null };
   tables: Array<{ name: string; rows: number | null; error?: string }>;
+  /** The sync side: pending changes, quarantine, conflicts, cursor, last cycle, monitor (docs/sync.md). */
+  sync: SyncStatus | null;
 }
 
 /** Reads the local database without changing it: size, journal mode, checks, newest backup and row counts. */
@@ -68,6 +72,7 @@ async function run(ctx: CommandContext, options: StatusOptions): Promise<StatusR
       foreignKeys: foreignKeyCheck(db),
       backups: { dir: config.database.backupDir, count: backups.length, newest: backups[0] ?? null },
       tables: countRows(db).map((t) => ({ name: t.table, rows: t.rows, ...(t.error === undefined ? {} : { error: t.error }) })),
+      sync: syncStatus(db, path, join(config.dir, '.epetsync', 'monitor.pid')),
     };
   } catch (error) {
     // A lock taken by the app between two reads, or damage past the schema, still gets a precise error.
@@ -102,12 +107,43 @@ function render(result: StatusResult, out: Output): void {
   const newest = result.backups.newest;
   if (newest === null) out.line(`Newest backup  ${c.yellow('none')} in ${result.backups.dir} (take one with "epetsync backup")`);
   else out.line(`Newest backup  ${newest.path}, ${formatAge(newest.ageSeconds)} old, ${formatBytes(newest.sizeBytes)} (${result.backups.count} in all)`);
+  renderSync(result.sync, out);
   out.line();
   if (result.tables.length === 0) {
     out.line('No tables.');
     return;
   }
   out.table(['Table', 'Rows'], result.tables.map((t) => [t.name, t.rows === null ? `unreadable: ${t.error ?? ''}` : t.rows]));
+}
+
+function syncStatus(db: Parameters<typeof readSyncStatus>[0], path: string, pidFile: string): SyncStatus | null {
+  try {
+    return readSyncStatus(db, path, pidFile);
+  } catch {
+    // Damage reaching epetsync's own tables is reported by the integrity line; the rest of status still stands.
+    return null;
+  }
+}
+
+function renderSync(sync: SyncStatus | null, out: Output): void {
+  const c = out.color;
+  if (sync === null) {
+    out.line(`Sync           ${c.yellow('unreadable')} (the sync tables cannot be read)`);
+    return;
+  }
+  if (!sync.captureInstalled) {
+    out.line(`Sync           ${c.yellow('not set up')} (run "epetsync monitor --once" to start syncing)`);
+    return;
+  }
+  const monitor = sync.monitor.running ? c.green(`running (pid ${sync.monitor.pid ?? '?'})`) : c.yellow('not running');
+  out.line(`Sync monitor   ${monitor}`);
+  const oldest = sync.oldestPending ? `, oldest ${formatAge((Date.now() - Date.parse(sync.oldestPending)) / 1000)} old` : '';
+  out.line(`Sync queue     ${sync.pending} pending local change(s)${oldest}${sync.unacknowledgedBatches > 0 ? `, ${sync.unacknowledgedBatches} batch(es) awaiting acknowledgement` : ''}`);
+  if (sync.quarantined > 0) out.line(`Quarantine     ${c.red(`${sync.quarantined} change(s) refused by the server`)} (see "epetsync queue list")`);
+  else out.line(`Quarantine     ${c.green('empty')}`);
+  out.line(`Conflicts      ${sync.conflicts} logged${sync.conflicts > 0 ? ' (see "epetsync conflicts")' : ''}`);
+  const last = sync.lastCycle as { at?: string; result?: { pushed: number; pulled: number } } | null;
+  if (last?.at && last.result) out.line(`Last sync      ${last.at}: pushed ${last.result.pushed}, pulled ${last.result.pulled}`);
 }
 
 /** Implements `epetsync status [--deep]`; exits 1 when the integrity check fails. */

@@ -128,6 +128,7 @@ export class SyncEngine {
   private scope = new Map<string, ScopeTable>();
   private info: ServerInfo | undefined;
   private splitLimit: number | undefined;
+  private cycleWaiters: Array<() => void> = [];
 
   constructor(options: SyncEngineOptions) {
     this.options = options;
@@ -174,8 +175,40 @@ export class SyncEngine {
     return [...this.scope.keys()];
   }
 
+  /** Returns SQLite's data_version: it changes when another connection (the desktop app) commits, never for this engine's own writes. */
+  dataVersion(): number {
+    return Number(this.db.pragma('data_version', { simple: true }));
+  }
+
+  /** Writes one value to the desktop database's epetsync meta table. */
+  recordMeta(key: string, value: string | null): void {
+    writeMeta(this.db, key, value);
+  }
+
+  /** Resolves when the next cycle ends, successful or not (or at once when the signal aborts). */
+  nextCycleEnd(signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      if (signal?.aborted) return resolve();
+      const done = (): void => {
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      this.cycleWaiters.push(done);
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+
   /** Runs one cycle: push every pending local change, then pull the feed to its head. */
   async runCycle(signal?: AbortSignal): Promise<CycleResult> {
+    try {
+      return await this.cycle(signal);
+    } finally {
+      const waiters = this.cycleWaiters.splice(0);
+      for (const w of waiters) w();
+    }
+  }
+
+  private async cycle(signal: AbortSignal | undefined): Promise<CycleResult> {
     const started = Date.now();
     if (!this.info) await this.prepare(signal);
     const result: CycleResult = { pushed: 0, batches: 0, pulled: 0, conflicts: 0, collisions: 0, quarantined: 0, pending: 0, lagSeconds: 0, durationMs: 0, cursor: '' };

@@ -26,6 +26,7 @@ describe('status', () => {
         'Integrity      ok (quick_check)',
         'Foreign keys   ok',
         `Newest backup  none in ${clinic.backupDir} (take one with "epetsync backup")`,
+        'Sync           not set up (run "epetsync monitor --once" to start syncing)',
         '',
         'Table               Rows',
         'clinic_appointment  5',
@@ -81,6 +82,17 @@ describe('status', () => {
           { name: 'clinic_owner', rows: 4 },
           { name: 'clinic_pet', rows: 5 },
         ],
+        sync: {
+          captureInstalled: false,
+          cursor: null,
+          pending: 0,
+          oldestPending: null,
+          unacknowledgedBatches: 0,
+          quarantined: 0,
+          conflicts: 0,
+          lastCycle: null,
+          monitor: { running: false, pid: null, lock: null },
+        },
       },
     });
   });
