@@ -29,6 +29,23 @@ export const COMMANDS: CommandSpec[] = [
     load: async () => (await import('../commands/monitor.js')).default,
   },
   {
+    name: 'conflicts',
+    description: 'list the conflicts log: rows changed on both sides and id collisions, with the losing version of each',
+    examples: ['epetsync conflicts', 'epetsync conflicts --table clinic_pet --limit 20', 'epetsync --json conflicts'],
+    define: (cmd) =>
+      cmd
+        .option('--table <table>', 'only conflicts of this table')
+        .option('--limit <n>', 'show the newest N (default 50)', int('--limit')),
+    load: async () => (await import('../commands/conflicts.js')).default,
+  },
+  {
+    name: 'queue',
+    args: '[action] [id]',
+    description: 'show the sync queue and the quarantine; retry or discard a change the server refused (list | retry ID | discard ID)',
+    examples: ['epetsync queue', 'epetsync queue list --json', 'epetsync queue retry 3', 'epetsync queue discard 3'],
+    load: async () => (await import('../commands/queue.js')).default,
+  },
+  {
     name: 'backup',
     description: 'take a verified online backup of the local database into the backup folder',
     examples: ['epetsync backup', 'epetsync backup --keep 14', 'epetsync --json backup'],

@@ -419,7 +419,8 @@ export class SyncEngine {
         change: change as unknown as Record<string, unknown>,
         seqs: entry.seqs,
         code: error.wireCode,
-        reason: error.message,
+        // The server's own words (which constraint, which value), without the client's framing.
+        reason: error.message.replace(/^The server rejected the request to \S+ \(\d+ [A-Z_]+\): /, ''),
         requestId,
       });
       result.quarantined += 1;
