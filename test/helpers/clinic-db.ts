@@ -56,3 +56,16 @@ export async function readRemoteText(url: string, table: string, key: string[]):
     await client.end();
   }
 }
+
+/** Creates another clinic folder whose config points at the bed's server, and a runner for it. */
+export function clinicFolderFor(bed: MigrateBed): { folder: ClinicFolder; cli(args: string[], options?: { timeoutMs?: number }): Promise<CliRun> } {
+  const folder = makeClinicFolder();
+  writeFileSync(
+    folder.config,
+    `${JSON.stringify({ database: { path: 'db.sqlite3', backup_dir: 'backups' }, remote_database: { enabled: true, url: bed.server.url, username: 'frontdesk' }, logging: { file: join(folder.root, 'logs', 'epetsync.log') } }, null, 2)}\n`,
+  );
+  return {
+    folder,
+    cli: (args, options = {}) => runCli(['--config', folder.config, ...args], { env: { EPETSYNC_PASSWORD: 'correct horse battery' }, timeoutMs: options.timeoutMs ?? 120_000 }),
+  };
+}

@@ -14,7 +14,7 @@ import { TableChecksum } from '../checksum.js';
 import type { ConvertOptions, NoteKind, WireValue } from '../convert.js';
 import { installCapture, META, writeMeta } from '../local-capture.js';
 import { parsePgType } from '../pg-type.js';
-import { buildMapping, convertRow, localKey, readPages, type RowProblem, type TableMapping, type ValueProblemKind } from './rows.js';
+import { buildMapping, convertRow, localKey, readPages, reportable, type RowProblem, type TableMapping, type ValueProblemKind } from './rows.js';
 
 /**
  * `epetsync migrate`: moves every row of the desktop database into the web app's PostgreSQL
@@ -72,7 +72,9 @@ export interface AuditFinding {
   samples: Array<Record<string, WireValue>>;
   /** True when the value cannot be sent as it is (a note is only worth knowing). */
   blocking: boolean;
+  /** The reason and the value of the first sample, for problems. */
   example?: string;
+  value?: WireValue;
 }
 
 /** Describes one column difference between the local and the remote table. */
@@ -199,11 +201,14 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
     }
 
     if (mode === 'verify') {
-      await verifyAll(db, client, planned, convert, deps.signal, result);
+      const known = options.rejectFile && existsSync(options.rejectFile) ? new RejectLog(options.rejectFile, true) : null;
+      await verifyAll(db, client, planned, convert, deps.signal, result, known);
       return finishResult(result, started);
     }
 
     for (const p of planned) audit(db, p, convert, deps.signal);
+    // Rows an earlier run set aside are not expected remotely.
+    const earlierRejects = options.rejectFile && existsSync(options.rejectFile) ? new RejectLog(options.rejectFile, true) : null;
     collectBlocking(planned, options, result);
 
     // Classify the remote: empty, a load of ours to continue, the same data, or different data.
@@ -222,7 +227,7 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
           continue;
         }
       }
-      const same = await compareTable(db, client, p, convert, deps.signal);
+      const same = await compareTable(db, client, p, convert, deps.signal, earlierRejects);
       p.report.action = same ? 'same' : 'differs';
       if (!same) p.report.differingKeys = await differingKeys(db, client, p, convert, deps.signal);
     }
@@ -285,7 +290,7 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
       writer.close();
     }
 
-    const rejects = options.rejectFile ? new RejectLog(options.rejectFile) : null;
+    const rejects = options.rejectFile ? new RejectLog(options.rejectFile, false) : null;
     try {
       for (const p of planned) {
         // A replace swaps every table at once (children reference parents), so unchanged tables are staged too.
@@ -317,7 +322,7 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
     });
 
     result.rejected = planned.reduce((n, p) => n + p.report.rejected, 0);
-    await verifyAll(db, client, planned, convert, deps.signal, result);
+    await verifyAll(db, client, planned, convert, deps.signal, result, rejects);
     return finishResult(result, started);
   } finally {
     db.close();
@@ -428,11 +433,11 @@ function audit(db: SqliteDatabase, p: Planned, convert: ConvertOptions, signal: 
   if (p.report.action === 'missing-remotely' || p.mapping.pkIndex.some((i) => i < 0)) return;
   const findings = new Map<string, AuditFinding>();
   let bytes = 0;
-  const note = (column: string, kind: AuditFinding['kind'], blocking: boolean, pk: Record<string, WireValue>, example?: string): void => {
+  const note = (column: string, kind: AuditFinding['kind'], blocking: boolean, pk: Record<string, WireValue>, problem?: RowProblem): void => {
     const key = `${column}\u0000${kind}`;
     let f = findings.get(key);
     if (!f) {
-      f = { column, kind, count: 0, samples: [], blocking, ...(example === undefined ? {} : { example }) };
+      f = { column, kind, count: 0, samples: [], blocking, ...(problem === undefined ? {} : { example: problem.reason, value: problem.value }) };
       findings.set(key, f);
     }
     f.count += 1;
@@ -443,7 +448,7 @@ function audit(db: SqliteDatabase, p: Planned, convert: ConvertOptions, signal: 
     for (const row of page) {
       const c = convertRow(p.mapping, row, convert);
       if (!c.ok) {
-        note(c.problem.column, c.problem.kind, true, c.problem.pk, c.problem.reason);
+        note(c.problem.column, c.problem.kind, true, c.problem.pk, c.problem);
         continue;
       }
       bytes += JSON.stringify(c.values).length + 1;
@@ -472,7 +477,7 @@ function collectBlocking(planned: Planned[], options: MigrateOptions, result: Mi
       if (options.rejectFile) continue;
       result.blocking.push({
         table: p.report.table,
-        message: `${p.report.table}.${f.column}: ${f.count} value(s) ${describeKind(f.kind)} (e.g. key ${JSON.stringify(f.samples[0])}${f.example ? `: ${f.example}` : ''})`,
+        message: `${p.report.table} ${JSON.stringify(f.samples[0])} column "${f.column}": value ${JSON.stringify(f.value ?? null)} cannot be sent (${f.kind}: ${f.example ?? describeKind(f.kind)}); ${f.count} value(s) in this column ${describeKind(f.kind)}`,
         hint: 'Correct the values in the desktop app, or pass --reject-file FILE to set those rows aside and migrate the rest.',
       });
     }
@@ -500,6 +505,7 @@ export function describeKind(kind: AuditFinding['kind']): string {
     'storage-class-mismatch': 'are stored as another SQLite type than the column declares, converted exactly',
     'datetime-with-t': "are datetimes written with 'T', converted",
     'refused-by-remote': 'were refused by the remote database',
+    'parent-rejected': 'belong to a row that was rejected',
   };
   return words[kind] ?? kind;
 }
@@ -507,7 +513,7 @@ export function describeKind(kind: AuditFinding['kind']): string {
 function blockingError(result: MigrateResult): MigrationError {
   const unconvertible = result.tables.flatMap((t) => t.audit.filter((a) => a.blocking).map((a) => ({ t, a })));
   const first = result.blocking[0]!;
-  const code = result.blocking.every((b) => /value\(s\)/.test(b.message)) && unconvertible.length > 0 ? 'EPS_MIGRATE_UNCONVERTIBLE' : 'EPS_MIGRATE_CHECK_FAILED';
+  const code = result.blocking.every((b) => b.message.includes('cannot be sent')) && unconvertible.length > 0 ? 'EPS_MIGRATE_UNCONVERTIBLE' : 'EPS_MIGRATE_CHECK_FAILED';
   const more = result.blocking.length > 1 ? ` (and ${result.blocking.length - 1} more problem(s))` : '';
   return new MigrationError(code, `${first.message}${more}`, {
     hint: code === 'EPS_MIGRATE_UNCONVERTIBLE' ? first.hint : `${first.hint} Run epetsync migrate --check-only for the full report.`,
@@ -541,59 +547,88 @@ async function loadTable(
   const table = p.remote.name;
   const columns = p.mapping.columns.map((c) => c.name);
   const status = await client.bulkStatus(table, state.loadId, { signal: deps.signal });
-  const after = status.last_key ? localKey(p.mapping, status.last_key, convert) : null;
-  let loaded = status.total_rows;
+  // Only a table whose remote rows are exactly the checkpoint's continues after it; an emptied one starts over.
+  // Staged rows are only ever ours (the staging table belongs to this load id), so a replace always continues.
+  const resume = stage ? status.last_key !== null : p.report.action === 'resume';
+  const after = resume && status.last_key ? localKey(p.mapping, status.last_key, convert) : null;
+  let loaded = resume ? status.total_rows : 0;
   const progress = (done: boolean): void => {
     deps.onProgress?.({ table, rows: loaded, total: Math.max(p.report.localRows - p.report.rejected, loaded), seconds: (performance.now() - started) / 1000, done });
   };
   progress(false);
   let chunk: WireValue[][] = [];
   let bytes = 0;
-  const send = async (): Promise<void> => {
+  const sendOnce = async (rows: WireValue[][]): Promise<void> => {
+    const lastKey = p.mapping.pkIndex.map((i) => rows[rows.length - 1]![i]);
     for (let attempt = 0; ; attempt += 1) {
       if (deps.signal.aborted) throw interrupted();
-      const lastKey = chunk.length > 0 ? p.mapping.pkIndex.map((i) => chunk[chunk.length - 1]![i]) : null;
       try {
         const answer = stage
-          ? await stageRows(client, table, chunk, { loadId: state.loadId, columns, signal: deps.signal })
-          : await client.bulkLoad(table, chunk, { loadId: state.loadId, columns, signal: deps.signal });
-        loaded = answer.total_rows;
-        break;
+          ? await stageRows(client, table, rows, { loadId: state.loadId, columns, signal: deps.signal })
+          : await client.bulkLoad(table, rows, { loadId: state.loadId, columns, signal: deps.signal });
+        loaded += answer.rows;
+        return;
       } catch (error) {
-        const line = error instanceof RequestRejectedError ? error.details?.line : undefined;
-        if (error instanceof RequestRejectedError && typeof line === 'number' && line >= 2 && line - 2 < chunk.length) {
-          const values = chunk[line - 2]!;
-          const problem: RowProblem = { table, pk: pkFromValues(p.mapping, values), column: String(error.details?.column ?? '?'), kind: 'refused-by-remote', reason: error.message, value: null };
-          if (!rejects) throw unconvertibleError(problem);
-          rejects.add(problem);
-          p.report.rejected = rejects.count(table);
-          chunk.splice(line - 2, 1);
-          if (chunk.length === 0) return;
-          continue;
-        }
         if (!isRetryable(error) || attempt >= 5 || deps.signal.aborted) throw error;
         deps.logger.warn({ table, attempt: attempt + 1 }, `bulk request failed (${(error as Error).message}); checking the checkpoint and retrying`);
         await sleep(Math.min(30_000, 500 * 2 ** attempt), undefined, { signal: deps.signal }).catch(() => {
           throw interrupted();
         });
         const now = await client.bulkStatus(table, state.loadId, { signal: deps.signal });
-        if (lastKey && JSON.stringify(now.last_key) === JSON.stringify(lastKey)) {
+        if (JSON.stringify(now.last_key) === JSON.stringify(lastKey)) {
           // The request committed but its answer was lost: the checkpoint proves it.
-          loaded = now.total_rows;
-          break;
+          loaded += rows.length;
+          return;
         }
       }
     }
+  };
+  const sendRows = async (rows: WireValue[][]): Promise<void> => {
+    try {
+      await sendOnce(rows);
+    } catch (error) {
+      const code = error instanceof RequestRejectedError ? String(error.details?.wire_code ?? '') : '';
+      if (code !== 'CONSTRAINT_VIOLATION' && code !== 'INVALID_VALUE') throw error;
+      if (rows.length === 1) {
+        const err = error as RequestRejectedError;
+        const column = typeof err.details?.column === 'string' ? err.details.column : null;
+        const at = column === null ? -1 : p.mapping.columns.findIndex((c) => c.name === column);
+        // Without a column (a CHECK over the row, a foreign key) the whole row is the value to look at.
+        const whole = Object.fromEntries(p.mapping.columns.map((c, i) => [c.name, rows[0]![i]!]));
+        const problem: RowProblem = { table, pk: pkFromValues(p.mapping, rows[0]!), column: column ?? '(row)', kind: 'refused-by-remote', reason: err.message, value: at >= 0 ? rows[0]![at]! : whole };
+        if (!rejects) throw unconvertibleError(problem);
+        rejects.add(problem);
+        p.report.rejected = rejects.count(table);
+        return;
+      }
+      // COPY buffers rows, so the line the server names can lie past the row at fault: halve until one row is left.
+      // Halves go in key order, so every committed request still ends on the checkpoint's last key.
+      const half = Math.ceil(rows.length / 2);
+      await sendRows(rows.slice(0, half));
+      await sendRows(rows.slice(half));
+    }
+  };
+  const send = async (): Promise<void> => {
+    await sendRows(chunk);
     chunk = [];
     bytes = 0;
     progress(false);
   };
+  // Foreign keys whose parent rows may have been set aside: a child of a rejected row is rejected too.
+  const references = p.local.foreignKeys
+    .map((fk) => ({ table: fk.referencedTable, index: fk.columns.map((col) => p.mapping.columns.findIndex((c) => c.name === col)) }))
+    .filter((fk) => fk.index.every((i) => i >= 0));
   for (const page of readPages(db, p.mapping, after)) {
     for (const row of page) {
       const c = convertRow(p.mapping, row, convert);
       if (!c.ok) {
         if (!rejects) throw unconvertibleError(c.problem);
         rejects.add(c.problem);
+        continue;
+      }
+      const orphan = rejects ? references.find((fk) => rejects.isRejected(fk.table, fk.index.map((i) => row[i]!))) : undefined;
+      if (rejects && orphan) {
+        rejects.add({ table, pk: pkFromValues(p.mapping, c.values), column: orphan.index.map((i) => p.mapping.columns[i]!.name).join(', '), kind: 'parent-rejected', reason: `its row in "${orphan.table}" was rejected`, value: reportable(row[orphan.index[0]!]!) });
         continue;
       }
       chunk.push(c.values);
@@ -610,7 +645,8 @@ async function loadTable(
 }
 
 function unconvertibleError(problem: RowProblem): MigrationError {
-  return new MigrationError('EPS_MIGRATE_UNCONVERTIBLE', `${problem.table} ${JSON.stringify(problem.pk)} column "${problem.column}": ${JSON.stringify(problem.value)} ${problem.kind === 'refused-by-remote' ? `was refused: ${problem.reason}` : `cannot be converted (${problem.kind}: ${problem.reason})`}`, {
+  const what = problem.kind === 'refused-by-remote' ? 'was refused by the remote database' : 'cannot be sent';
+  return new MigrationError('EPS_MIGRATE_UNCONVERTIBLE', `${problem.table} ${JSON.stringify(problem.pk)} column "${problem.column}": value ${JSON.stringify(problem.value)} ${what} (${problem.kind}: ${problem.reason})`, {
     hint: 'Correct the value in the desktop app, or pass --reject-file FILE to set such rows aside and migrate the rest; rerun migrate to continue.',
     details: { problem },
   });
@@ -621,34 +657,45 @@ class RejectLog {
   private readonly fd: number;
   private readonly seen = new Map<string, number>();
   private readonly keys = new Set<string>();
+  /** Primary keys of rejected rows per table, as the text of each key value, to recognise their children. */
+  private readonly byTable = new Map<string, Set<string>>();
 
-  constructor(readonly path: string) {
+  constructor(readonly path: string, readOnly: boolean) {
     if (existsSync(path)) {
       for (const line of readFileSync(path, 'utf8').split('\n')) {
         if (line.trim() === '') continue;
         try {
-          const r = JSON.parse(line) as { table: string; pk: unknown };
-          this.remember(r.table, JSON.stringify(r.pk));
+          const r = JSON.parse(line) as { table: string; pk: Record<string, WireValue> };
+          this.remember(r.table, r.pk);
         } catch {
           // A line cut off by a crash: the row is rejected again below.
         }
       }
     }
-    this.fd = openSync(path, 'a');
+    this.fd = readOnly ? -1 : openSync(path, 'a');
   }
 
-  private remember(table: string, pk: string): boolean {
-    const key = `${table}\u0000${pk}`;
+  private remember(table: string, pk: Record<string, WireValue>): boolean {
+    const key = `${table}\u0000${JSON.stringify(pk)}`;
     if (this.keys.has(key)) return false;
     this.keys.add(key);
+    let set = this.byTable.get(table);
+    if (!set) this.byTable.set(table, (set = new Set()));
+    set.add(keyText(Object.values(pk)));
     this.seen.set(table, (this.seen.get(table) ?? 0) + 1);
     return true;
   }
 
   add(problem: RowProblem): void {
-    if (!this.remember(problem.table, JSON.stringify(problem.pk))) return;
+    if (!this.remember(problem.table, problem.pk)) return;
     writeSync(this.fd, `${JSON.stringify(problem)}\n`);
     fsyncSync(this.fd);
+  }
+
+  /** Returns true when the row of `table` with these key values (local or wire) was rejected. */
+  isRejected(table: string, key: unknown[]): boolean {
+    const set = this.byTable.get(table);
+    return set !== undefined && !key.some((v) => v === null) && set.has(keyText(key));
   }
 
   count(table: string): number {
@@ -656,27 +703,31 @@ class RejectLog {
   }
 
   close(): void {
-    closeSync(this.fd);
+    if (this.fd >= 0) closeSync(this.fd);
   }
 }
 
+function keyText(values: unknown[]): string {
+  return values.map((v) => (v instanceof Uint8Array ? Buffer.from(v).toString('base64') : String(v))).join('\u0000');
+}
+
 /** Computes the local checksum of a table over the mapped columns (rows that cannot be converted are counted apart). */
-function localChecksum(db: SqliteDatabase, mapping: TableMapping, convert: ConvertOptions, signal: AbortSignal): { sum: TableChecksum; unconvertible: number } {
+function localChecksum(db: SqliteDatabase, mapping: TableMapping, convert: ConvertOptions, signal: AbortSignal, rejects: RejectLog | null = null): { sum: TableChecksum; unconvertible: number } {
   const sum = new TableChecksum(mapping.columns.map((c) => c.type));
   let unconvertible = 0;
   for (const page of readPages(db, mapping, null)) {
     if (signal.aborted) throw interrupted();
     for (const row of page) {
       const c = convertRow(mapping, row, convert);
-      if (c.ok) sum.add(c.values);
+      if (c.ok && !rejects?.isRejected(mapping.name, mapping.pkIndex.map((i) => row[i]!))) sum.add(c.values);
       else unconvertible += 1;
     }
   }
   return { sum, unconvertible };
 }
 
-async function compareTable(db: SqliteDatabase, client: RemoteDatabaseClient, p: Planned, convert: ConvertOptions, signal: AbortSignal): Promise<boolean> {
-  const local = localChecksum(db, p.mapping, convert, signal);
+async function compareTable(db: SqliteDatabase, client: RemoteDatabaseClient, p: Planned, convert: ConvertOptions, signal: AbortSignal, rejects: RejectLog | null): Promise<boolean> {
+  const local = localChecksum(db, p.mapping, convert, signal, rejects);
   const remote = await remoteChecksum(client, p.remote.name, p.mapping.columns.map((c) => c.name), { signal });
   p.report.localChecksum = local.sum.digest();
   p.report.remoteChecksum = remote.checksum;
@@ -684,10 +735,10 @@ async function compareTable(db: SqliteDatabase, client: RemoteDatabaseClient, p:
 }
 
 /** Verifies every planned table: equal row counts and checksums on both sides; fills `mismatched`. */
-async function verifyAll(db: SqliteDatabase, client: RemoteDatabaseClient, planned: Planned[], convert: ConvertOptions, signal: AbortSignal, result: MigrateResult): Promise<void> {
+async function verifyAll(db: SqliteDatabase, client: RemoteDatabaseClient, planned: Planned[], convert: ConvertOptions, signal: AbortSignal, result: MigrateResult, rejects: RejectLog | null): Promise<void> {
   for (const p of planned) {
     if (p.report.action === 'missing-remotely') continue;
-    const local = localChecksum(db, p.mapping, convert, signal);
+    const local = localChecksum(db, p.mapping, convert, signal, rejects);
     const remote = await remoteChecksum(client, p.remote.name, p.mapping.columns.map((c) => c.name), { signal });
     p.report.localChecksum = local.sum.digest();
     p.report.remoteChecksum = remote.checksum;

@@ -3,8 +3,8 @@ import { quoteIdent } from '../../db/sql.js';
 import { fromWire, toWire, type ConvertOptions, type NoteKind, type ProblemKind, type SqliteValue, type WireValue } from '../convert.js';
 import { parsePgType, type PgType } from '../pg-type.js';
 
-/** Names why a local value cannot be sent: a conversion problem, NULL in a NOT NULL column, or a row the remote database refused. */
-export type ValueProblemKind = ProblemKind | 'null-in-not-null' | 'refused-by-remote';
+/** Names why a local row cannot be sent: a conversion problem, NULL in a NOT NULL column, a row the remote database refused, or a child of a rejected row. */
+export type ValueProblemKind = ProblemKind | 'null-in-not-null' | 'refused-by-remote' | 'parent-rejected';
 
 /** Describes one column carried from a local table to its remote twin. */
 export interface ColumnMapping {
