@@ -1,4 +1,5 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { EpetsyncError } from '../errors.js';
 
 /** Runs SQL with `$1`-style parameters; the same text runs on PostgreSQL and PGlite. */
@@ -167,10 +168,16 @@ async function openPglite(dataDir: string | undefined): Promise<SqlDatabase> {
   const { PGlite } = await import('@electric-sql/pglite');
   const parsers = Object.fromEntries(TEXT_TYPE_OIDS.map((oid) => [oid, (v: string) => v]));
   let db: import('@electric-sql/pglite').PGlite;
+  let unlock = (): void => {};
   try {
-    if (dataDir) mkdirSync(dataDir, { recursive: true });
+    if (dataDir) {
+      mkdirSync(dataDir, { recursive: true });
+      unlock = lockDataDir(dataDir);
+    }
     db = dataDir ? await PGlite.create(dataDir, { parsers }) : await PGlite.create({ parsers });
   } catch (cause) {
+    unlock();
+    if (cause instanceof EpetsyncError) throw cause;
     throw new EpetsyncError('EPS_SERVE_DATABASE', `Cannot open the embedded database${dataDir ? ` in ${dataDir}` : ''}: ${(cause as Error).message}`, {
       hint: 'Check that the folder is writable and not used by another epetsync serve (or pass --data-dir / --memory).',
       cause,
@@ -190,8 +197,56 @@ async function openPglite(dataDir: string | undefined): Promise<SqlDatabase> {
       const unsub = await db.listen(channel, onNotify);
       return async () => unsub();
     },
-    close: () => db.close(),
+    async close() {
+      try {
+        await db.close();
+      } finally {
+        unlock();
+      }
+    },
   };
+}
+
+/**
+ * Claims an embedded data folder for this process. PGlite has no lock of its own, and two
+ * processes writing one folder (a second serve, or `serve user add` while serve runs) would
+ * corrupt it; a lock left by a process that no longer exists is taken over.
+ */
+function lockDataDir(dataDir: string): () => void {
+  const file = join(dataDir, 'epetsync.pid');
+  const mine = String(process.pid);
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      writeFileSync(file, mine, { flag: 'wx' });
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw error;
+      const holder = Number(readFileSync(file, 'utf8').trim());
+      if (Number.isInteger(holder) && holder > 0 && (holder === process.pid || processAlive(holder))) {
+        throw new EpetsyncError('EPS_LOCKED', `The embedded database in ${dataDir} is in use by process ${holder}`, {
+          hint: 'Stop that epetsync first (serve and serve user cannot share an embedded database at once), or use --database-url.',
+          details: { pid: holder, data_dir: dataDir },
+        });
+      }
+      rmSync(file, { force: true });
+    }
+  }
+  return () => {
+    try {
+      if (readFileSync(file, 'utf8').trim() === mine) rmSync(file, { force: true });
+    } catch {
+      // Already gone: nothing to release.
+    }
+  };
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Quotes an SQL identifier; callers pass only names taken from the introspected schema. */

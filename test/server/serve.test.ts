@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, pgQuery, type TestDatabase } from '../helpers/pg.js';
+import { runCli } from '../helpers/cli.js';
 import { createSyncAccount, loginToken, startServeProcess } from '../helpers/server.js';
 import { FIXTURE_SQL } from './fixture.js';
 
@@ -88,11 +89,16 @@ describe('epetsync serve (the built binary)', () => {
     const cwd = mkdtempSync(join(tmpdir(), 'eps-serve-'));
     try {
       const first = await startServeProcess({ memory: false, cwd });
-      expect(await first.stop()).toBe(0);
       expect(existsSync(join(cwd, '.epetsync', 'pgdata', 'PG_VERSION'))).toBe(true);
-      const second = await startServeProcess({ memory: false, cwd });
-      expect((await fetch(`${second.url}/readyz`)).status).toBe(200);
-      expect(await second.stop()).toBe(0);
+      // PGlite has no lock of its own: a second server on the same folder is refused, not let in to corrupt it.
+      const second = await runCli(['serve', '--port', '0'], { cwd, env: { DATABASE_URL: '' }, timeoutMs: 30_000 });
+      expect(second.code).toBe(7);
+      expect(second.stderr).toContain(`is in use by process ${first.child.pid}`);
+      expect(await first.stop()).toBe(0);
+      expect(existsSync(join(cwd, '.epetsync', 'pgdata', 'epetsync.pid'))).toBe(false);
+      const reopened = await startServeProcess({ memory: false, cwd });
+      expect((await fetch(`${reopened.url}/readyz`)).status).toBe(200);
+      expect(await reopened.stop()).toBe(0);
     } finally {
       rmSync(cwd, { recursive: true, force: true });
     }
