@@ -1,0 +1,81 @@
+import { spawn } from 'node:child_process';
+import { copyFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLINIC_TABLES, generateClinicDatabase } from '../../src/sync/generate.js';
+import { BIN } from '../helpers/cli.js';
+import { clinicFolderFor, startMigrateBed, type MigrateBed } from '../helpers/clinic-db.js';
+import { pgQuery } from '../helpers/pg.js';
+
+const KEYS: Record<string, string> = { clinic_pet_tags: 'pet_id, tag' };
+
+/** Returns, per table, the row count and an md5 over every row's text in key order: equal only for identical contents. */
+async function contents(url: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const t of CLINIC_TABLES) {
+    const rows = await pgQuery<{ n: string; h: string }>(url, `SELECT count(*)::text AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY ${KEYS[t] ?? 'id'}), '')) AS h FROM "${t}" t`);
+    out[t] = `${rows[0]!.n}:${rows[0]!.h}`;
+  }
+  const seqs = await pgQuery<{ s: string; v: string | null }>(url, `SELECT sequencename AS s, last_value::text AS v FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1`);
+  for (const s of seqs) out[`sequence ${s.s}`] = s.v ?? 'unset';
+  return out;
+}
+
+async function loadedRows(url: string): Promise<number> {
+  const rows = await pgQuery<{ n: string }>(url, `SELECT coalesce(sum(total_rows), 0)::text AS n FROM epetsync.bulk_loads`);
+  return Number(rows[0]!.n);
+}
+
+describe('migrate killed with SIGKILL', () => {
+  let killed: MigrateBed;
+  let reference: MigrateBed;
+  let total = 0;
+
+  beforeAll(async () => {
+    [killed, reference] = await Promise.all([startMigrateBed('eps_migkill'), startMigrateBed('eps_migref')]);
+    total = generateClinicDatabase(killed.folder.db, { scale: 5600, seed: 21 }).totalRows;
+    copyFileSync(killed.folder.db, reference.folder.db);
+  }, 120_000);
+  afterAll(async () => {
+    await Promise.all([killed?.close(), reference?.close()]);
+  });
+
+  it('reruns from its checkpoints and ends with exactly the remote contents of an uninterrupted run', async () => {
+    expect(total).toBeGreaterThan(45_000);
+    const uninterrupted = await reference.cli(['--json', 'migrate']);
+    expect(uninterrupted.code, uninterrupted.stdout).toBe(0);
+
+    // Kill points: before any row moved (preflight, backup), after the first checkpoint, in the middle, near the end.
+    const points = [0, 5000, 21_000, 38_000];
+    for (const point of points) {
+      const child = spawn(process.execPath, [BIN, '--config', killed.folder.config, '--json', 'migrate'], {
+        env: { ...process.env, NO_COLOR: '1', CI: 'true', EPETSYNC_PASSWORD: 'correct horse battery' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      let done = false;
+      void exited.then(() => { done = true; });
+      const started = Date.now();
+      for (;;) {
+        if (done) throw new Error(`migrate finished before the kill point ${point}: ${stdout}`);
+        const rows = point === 0 ? (Date.now() - started > 400 ? 1 : 0) : await loadedRows(killed.pg.url);
+        if ((point === 0 && rows > 0) || (point > 0 && rows >= point)) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      child.kill('SIGKILL');
+      await exited;
+      const remote = await pgQuery<{ n: string }>(killed.pg.url, `SELECT (${CLINIC_TABLES.map((t) => `(SELECT count(*) FROM "${t}")`).join(' + ')})::text AS n`);
+      // Nothing half-written: every row in PostgreSQL is covered by a committed checkpoint.
+      expect(Number(remote[0]!.n)).toBe(await loadedRows(killed.pg.url));
+    }
+
+    const rerun = await killed.cli(['--json', 'migrate']);
+    expect(rerun.code, rerun.stdout).toBe(0);
+    const out = JSON.parse(rerun.stdout) as { result: { resumed: boolean; mismatched: string[]; tables: Array<{ table: string; verified: boolean; loaded: number }> } };
+    expect(out.result.resumed).toBe(true);
+    expect(out.result.mismatched).toEqual([]);
+    expect(out.result.tables.reduce((n, t) => n + t.loaded, 0)).toBe(total - 3 - 1); // all but django_session (3) and django_migrations (1)
+    expect(await contents(killed.pg.url)).toEqual(await contents(reference.pg.url));
+  }, 170_000);
+});
