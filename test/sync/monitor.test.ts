@@ -1,0 +1,73 @@
+/**
+ * The monitor loop over a link that goes down: cycles fail and back off while the desktop keeps
+ * writing, nothing is lost, and everything flows once the server is reachable again.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RemoteDatabaseClient } from '../../src/client/index.js';
+import { SyncEngine } from '../../src/sync/engine.js';
+import { isTransient, retryDelayMs, runMonitor, type CycleReport } from '../../src/sync/monitor.js';
+import { desktopWrite } from '../helpers/desktop-writer.js';
+import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
+import { PASSWORD, USER, createDesktopDb, openDesktop, startRemote, type Remote } from './fixture.js';
+
+let remote: Remote;
+let proxy: FaultProxy;
+
+beforeAll(async () => {
+  remote = await startRemote('epsmonloop');
+  proxy = await startFaultProxy(remote.server.port);
+});
+afterAll(async () => {
+  await proxy?.close();
+  await remote?.close();
+});
+
+async function until(check: () => boolean | Promise<boolean>, ms: number): Promise<void> {
+  const start = Date.now();
+  while (!(await check())) {
+    if (Date.now() - start > ms) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe('runMonitor', () => {
+  it('backs off while the server is unreachable, keeps the queue, and catches up when it is back', async () => {
+    const path = createDesktopDb();
+    const db = openDesktop(path);
+    const client = new RemoteDatabaseClient({ url: proxy.url, username: USER, password: PASSWORD, nodeId: 'desk-net', retries: 0 });
+    const engine = new SyncEngine({ db, remote: client });
+    const reports: CycleReport[] = [];
+    const stop = new AbortController();
+    const running = runMonitor({ engine, remote: client, dbPath: path, intervalSeconds: 1, realTime: false, once: false, signal: stop.signal, onCycle: (r) => reports.push(r) });
+    await until(() => reports.some((r) => r.ok), 10_000);
+
+    await proxy.refuse();
+    desktopWrite(path, [[["INSERT INTO clinic_species VALUES ('offline-1', 'Written offline')"]]]);
+    await until(() => reports.some((r) => !r.ok), 10_000);
+    desktopWrite(path, [[["INSERT INTO clinic_species VALUES ('offline-2', 'Still offline')"]]]);
+    const failure = reports.find((r) => !r.ok)!;
+    expect(failure).toMatchObject({ ok: false, code: 'EPS_CONNECT_REFUSED', retryInMs: 1000 });
+    expect(db.prepare('SELECT count(*) FROM _epetsync_changelog').pluck().get()).toBe(2n);
+
+    await proxy.accept();
+    await until(async () => (await remote.sql(`SELECT code FROM clinic_species`)).length === 2, 15_000);
+    stop.abort();
+    const summary = await running;
+    expect(summary.failures).toBeGreaterThanOrEqual(1);
+    expect(summary.pushed).toBe(2);
+    expect(db.prepare('SELECT count(*) FROM _epetsync_changelog').pluck().get()).toBe(0n);
+    db.close();
+    await client.close();
+  });
+
+  it('classifies failures: network, 5xx and a busy database are transient; auth only with --fix', async () => {
+    const { ConnectionError, AuthError, ServerError, LocalDatabaseError } = await import('../../src/errors.js');
+    expect(isTransient(new ConnectionError('EPS_CONNECT_REFUSED', 'x'), false)).toBe(true);
+    expect(isTransient(new ServerError('EPS_SERVER_ERROR', 'x'), false)).toBe(true);
+    expect(isTransient(new LocalDatabaseError('EPS_DB_BUSY', 'x'), false)).toBe(true);
+    expect(isTransient(new AuthError('EPS_AUTH_FAILED', 'x'), false)).toBe(false);
+    expect(isTransient(new AuthError('EPS_AUTH_FAILED', 'x'), true)).toBe(true);
+    expect(isTransient(new LocalDatabaseError('EPS_DB_CORRUPT', 'x'), true)).toBe(false);
+    expect([1, 2, 3, 7, 20].map(retryDelayMs)).toEqual([1000, 2000, 4000, 60_000, 60_000]);
+  });
+});
