@@ -42,6 +42,7 @@ export const ERROR_CODES = {
   EPS_MIGRATE_CHECK_FAILED: { exit: ExitCode.PROBLEMS, summary: 'Migrate preflight found blocking problems.' },
   EPS_MIGRATE_REMOTE_NOT_EMPTY: { exit: ExitCode.PROBLEMS, summary: 'The remote already holds different data; --force is needed to replace it.' },
   EPS_MIGRATE_UNCONVERTIBLE: { exit: ExitCode.PROBLEMS, summary: 'A local value cannot be converted to the remote column type.' },
+  EPS_MIGRATE_REPLACE_FAILED: { exit: ExitCode.PROBLEMS, summary: 'The remote refused migrate --force\'s replace; it was left exactly as it was.' },
   EPS_VERIFY_MISMATCH: { exit: ExitCode.PROBLEMS, summary: 'Row counts or checksums differ between the two sides.' },
   EPS_SERVE_DATABASE: { exit: ExitCode.REMOTE_UNREACHABLE, summary: 'epetsync serve cannot reach or prepare its PostgreSQL database.' },
   EPS_INTERRUPTED: { exit: ExitCode.INTERRUPTED, summary: 'Stopped by a signal before the work was finished.' },

@@ -148,6 +148,12 @@ export async function migrateRoutes(app: FastifyInstance, options: MigrateRoutes
     const wanted = new Set(unique(body.tables).map((n) => requireTable(schema, n)));
     // Foreign-key order from the introspected schema: delete children first, insert parents first.
     const tables = schema.tables.filter((t) => wanted.has(t));
+    const dropStages = async (): Promise<void> => {
+      await db.transaction(async (tx) => {
+        for (const t of tables) await tx.query(`DROP TABLE IF EXISTS ${stageName(body.load_id, t.name)}`);
+        await tx.query(`DELETE FROM epetsync.bulk_loads WHERE load_id = $1::text`, [body.load_id]);
+      });
+    };
     const replaced = await db.transaction(async (tx) => {
       await tx.query(`SELECT set_config('epetsync.capture', 'off', true)`);
       await tx.query('SET CONSTRAINTS ALL DEFERRED');
@@ -177,6 +183,11 @@ export async function migrateRoutes(app: FastifyInstance, options: MigrateRoutes
       }
       for (const t of tables) await tx.query(`DROP TABLE IF EXISTS ${stageName(body.load_id, t.name)}`);
       return out;
+    }).catch(async (error: unknown) => {
+      // The replace rolled back: the live tables are as they were. The staged rows are of no further use
+      // (the client stages afresh after fixing the cause), so they do not linger in the database.
+      if (error instanceof HttpError) await dropStages().catch((cleanup: unknown) => request.log.warn({ err: cleanup }, 'could not drop the staged rows of a failed replace'));
+      throw error;
     });
     request.log.info({ load_id: body.load_id, tables: replaced }, 'migrate replace committed');
     return { load_id: body.load_id, tables: replaced, head_cursor: formatCursor(await headCursor(db)) };

@@ -193,4 +193,32 @@ describe('migrate', () => {
     expect((await bed.sql<{ name: string }>(`SELECT name FROM clinic_pet WHERE id = 2`))[0]!.name).toBe(localName);
     expect((await bed.cli(['migrate', '--verify'])).code).toBe(0);
   });
+
+  it('a --force replace the remote refuses leaves the remote exactly as it was, and a rerun after the fix succeeds', async () => {
+    await bed.sql(`UPDATE clinic_owner SET first_name = 'Web edit' WHERE id = 5`);
+    const snapshot = async (): Promise<string[]> =>
+      Promise.all(CLINIC_TABLES.map(async (t) => (await bed.sql<{ h: string }>(`SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS h FROM "${t}" x`))[0]!.h));
+    const before = await snapshot();
+    // A pet whose owner does not exist: Python's sqlite3 (the desktop app) does not enforce foreign keys, PostgreSQL does.
+    const local = new Database(bed.folder.db);
+    local.pragma('foreign_keys = OFF');
+    local.prepare(`INSERT INTO clinic_pet (id, owner_id, name, species, is_neutered, created_at) VALUES (99999, 424242, 'Orphan', 'cat', 0, '2024-05-01 10:00:00')`).run();
+    local.close();
+
+    const failed = await bed.cli(['--json', 'migrate', '--force', '--yes']);
+    expect(failed.code, failed.stdout).toBe(1);
+    const err = JSON.parse(failed.stdout) as { error: { code: string; message: string; details: { remote_backup: string } } };
+    expect(err.error.code).toBe('EPS_MIGRATE_REPLACE_FAILED');
+    expect(err.error.message).toContain('clinic_pet_owner_id');
+    expect(existsSync(join(err.error.details.remote_backup, 'manifest.json'))).toBe(true);
+    expect(await snapshot()).toEqual(before);
+    expect(await bed.sql(`SELECT tablename FROM pg_tables WHERE schemaname = 'epetsync' AND tablename LIKE 'stage_%'`)).toEqual([]);
+
+    const fix = new Database(bed.folder.db);
+    fix.prepare(`DELETE FROM clinic_pet WHERE id = 99999`).run();
+    fix.close();
+    const retried = await bed.cli(['--json', 'migrate', '--force', '--yes']);
+    expect(retried.code, retried.stdout).toBe(0);
+    expect((await bed.sql<{ n: string }>(`SELECT first_name AS n FROM clinic_owner WHERE id = 5`))[0]!.n).not.toBe('Web edit');
+  });
 });

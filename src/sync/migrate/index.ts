@@ -301,8 +301,21 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
       rejects?.close();
     }
     if (replace) {
-      const answer = await replaceTables(client, current.loadId, planned.map((p) => p.remote.name), { signal: deps.signal });
-      logger.info({ tables: answer.tables }, 'remote tables replaced');
+      try {
+        const answer = await replaceTables(client, current.loadId, planned.map((p) => p.remote.name), { signal: deps.signal });
+        logger.info({ tables: answer.tables }, 'remote tables replaced');
+      } catch (error) {
+        if (!(error instanceof RequestRejectedError)) throw error;
+        // The server rolled the replace back and dropped the staged rows: the next run starts over.
+        updateState(statePath, (s) => {
+          delete s.migrate;
+        });
+        throw new MigrationError('EPS_MIGRATE_REPLACE_FAILED', `The remote refused to replace its tables, and was left exactly as it was: ${error.message}`, {
+          hint: `Fix the rows named above in the desktop database (a foreign key to a missing row, a duplicate in a unique column), then run migrate --force again. The remote copy taken first is in ${current.remoteBackup ?? 'the backup folder'}.`,
+          cause: error,
+          details: { remote_backup: current.remoteBackup, wire_details: error.details ?? {} },
+        });
+      }
     }
     const finish = await finishLoad(client, planned.map((p) => p.remote.name), { signal: deps.signal });
     result.sequences = finish.sequences;
