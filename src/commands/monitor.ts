@@ -141,7 +141,7 @@ function safeTail(file: string): string {
 }
 
 async function runForeground(ctx: CommandContext, config: EpetsyncConfig, options: MonitorCommandOptions): Promise<MonitorResult> {
-  const [{ acquireLock }, { openDatabase, toLocalDatabaseError }, { RemoteDatabaseClient }, { SyncEngine }, { runMonitor }, { listQuarantine }] = await Promise.all([
+  const [{ acquireLock }, { openDatabase, toLocalDatabaseError, listBackups, restoreDatabase }, { RemoteDatabaseClient }, { SyncEngine }, { runMonitor }, { listQuarantine }] = await Promise.all([
     import('../sync/lock.js'),
     import('../db/index.js'),
     import('../client/index.js'),
@@ -157,8 +157,8 @@ async function runForeground(ctx: CommandContext, config: EpetsyncConfig, option
   const client = RemoteDatabaseClient.fromConfig(config, { logger: ctx.logger, onWarning: (m) => ctx.out.warn(m) });
   try {
     db = openDatabase(path, { mode: 'write', busyTimeoutMs: config.database.busyTimeoutMs });
-    const engine = new SyncEngine({
-      db,
+    const engineFor = (handle: NonNullable<typeof db>): InstanceType<typeof SyncEngine> => new SyncEngine({
+      db: handle,
       remote: client,
       policy: config.sync.conflictPolicy,
       updatedAtColumn: config.sync.updatedAtColumn,
@@ -169,6 +169,28 @@ async function runForeground(ctx: CommandContext, config: EpetsyncConfig, option
       logger: ctx.logger,
       hooks: crashHooks(ctx.env),
     });
+    const engine = engineFor(db);
+    /** --fix on a corrupt file: stop writing, restore the newest backup that verifies, keep the damaged files, reopen. */
+    const recover = async (): Promise<InstanceType<typeof SyncEngine>> => {
+      db?.close();
+      db = undefined;
+      const failures: string[] = [];
+      for (const backup of listBackups(path, config.database.backupDir)) {
+        try {
+          const restored = restoreDatabase({ databasePath: path, backupPath: backup.path, busyTimeoutMs: config.database.busyTimeoutMs });
+          const kept = restored.replaced.map((r) => r.to).join(', ');
+          ctx.logger.warn({ backup: backup.path, kept }, `restored ${backup.path}; the damaged files are kept as ${kept}; local changes made after ${backup.takenAt} are only in them`);
+          if (!ctx.json) ctx.out.line(`Restored ${backup.path} over the corrupt database (damaged files kept: ${kept}); re-pulling from the backup's cursor.`);
+          db = openDatabase(path, { mode: 'write', busyTimeoutMs: config.database.busyTimeoutMs });
+          return engineFor(db);
+        } catch (error) {
+          failures.push(`${backup.path}: ${error instanceof Error ? error.message : String(error)}`);
+        }
+      }
+      throw new EpetsyncError('EPS_BACKUP_NOT_FOUND', `The database ${path} is corrupt and no backup could be restored${failures.length > 0 ? ` (${failures.join('; ')})` : ` (none in ${config.database.backupDir})`}`, {
+        hint: 'Nothing was written to the damaged file. Restore a copy by hand (epetsync restore FILE), then run the monitor again.',
+      });
+    };
     const interval = options.interval ?? config.remote.syncInterval;
     const realTime = config.database.realTimeSync && !options.once;
     if (!options.once) {
@@ -184,6 +206,7 @@ async function runForeground(ctx: CommandContext, config: EpetsyncConfig, option
       realTime,
       once: options.once === true,
       fix: options.fix === true,
+      recover,
       signal: ctx.signal,
       logger: ctx.logger,
       onCycle: (report) => {
@@ -194,7 +217,7 @@ async function runForeground(ctx: CommandContext, config: EpetsyncConfig, option
     }).catch((error: unknown) => {
       throw error instanceof EpetsyncError || !(error instanceof Error && 'code' in error) ? error : toLocalDatabaseError(error, path, { action: 'sync' });
     });
-    return { action: 'ran', mode: options.once ? 'once' : 'loop', ...summary, quarantine: listQuarantine(db).length };
+    return { action: 'ran', mode: options.once ? 'once' : 'loop', ...summary, quarantine: db ? listQuarantine(db).length : 0 };
   } finally {
     db?.close();
     await client.close();

@@ -3,7 +3,7 @@ import { basename, dirname } from 'node:path';
 import { isRetryable } from '../client/index.js';
 import { isEpetsyncError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { sqliteCode } from '../db/index.js';
+import { isCorruptionError, sqliteCode } from '../db/index.js';
 import type { CycleResult, SyncEngine, SyncRemote } from './engine.js';
 
 /**
@@ -35,6 +35,12 @@ export interface MonitorOptions {
   logger?: Logger | undefined;
   /** Keeps retrying failures that need a person without --fix (auth, endpoint): the client re-authenticates and re-discovers on each try. */
   fix?: boolean | undefined;
+  /**
+   * With --fix: called when the desktop database turns out to be corrupt. It must stop using the
+   * damaged file, put the newest good backup in its place (keeping the damaged one), and return
+   * an engine on the restored file; the loop then re-pulls from the backup's cursor.
+   */
+  recover?: ((error: unknown) => Promise<SyncEngine>) | undefined;
   /** Seconds the feed long poll waits (default 25). */
   longPollSeconds?: number | undefined;
   onCycle?(report: CycleReport): void;
@@ -61,6 +67,10 @@ export function isTransient(error: unknown, fix: boolean): boolean {
   return false;
 }
 
+function isCorrupt(error: unknown): boolean {
+  return (isEpetsyncError(error) && error.code === 'EPS_DB_CORRUPT') || (!isEpetsyncError(error) && isCorruptionError(error));
+}
+
 /** Returns the wait before retry number `failures` (1-based): 1 s doubling to 60 s. */
 export function retryDelayMs(failures: number): number {
   return Math.min(60_000, 1000 * 2 ** Math.max(0, failures - 1));
@@ -68,35 +78,52 @@ export function retryDelayMs(failures: number): number {
 
 /** Runs sync cycles until the signal (or once); see the module comment. */
 export async function runMonitor(options: MonitorOptions): Promise<MonitorSummary> {
-  const { engine, signal } = options;
+  const { signal } = options;
+  // Replaced when --fix restores a backup; the watcher and the long poll always use the current one.
+  const current = { engine: options.engine };
   const summary: MonitorSummary = { cycles: 0, failures: 0, pushed: 0, pulled: 0, conflicts: 0, quarantined: 0, stoppedBy: 'signal' };
   const wake = new Wake();
-  let seenVersion = engine.dataVersion();
+  let seenVersion = current.engine.dataVersion();
   // Our own commits touch the files too; only another connection's commit moves data_version.
   const onLocal = (): void => {
-    const version = engine.dataVersion();
+    let version: number;
+    try {
+      version = current.engine.dataVersion();
+    } catch {
+      return;
+    }
     if (version === seenVersion) return;
     seenVersion = version;
     wake.fire('local');
   };
   const stopWatching = options.realTime && !options.once ? watchLocal(options.dbPath, onLocal, options.logger) : () => {};
-  const poller = options.realTime && !options.once ? longPoll(options, engine, wake) : Promise.resolve();
+  const poller = options.realTime && !options.once ? longPoll(options, () => current.engine, wake) : Promise.resolve();
   let failures = 0;
+  let recoveries = 0;
   let trigger: Trigger = 'start';
   try {
     while (!signal.aborted) {
       let delay = options.intervalSeconds * 1000;
       try {
-        const result = await engine.runCycle(signal);
+        const result = await current.engine.runCycle(signal);
         failures = 0;
         summary.cycles += 1;
         summary.pushed += result.pushed;
         summary.pulled += result.pulled;
         summary.conflicts += result.conflicts + result.collisions;
         summary.quarantined += result.quarantined;
-        recordLastCycle(engine, { at: new Date().toISOString(), ok: true, result }, options.logger);
+        recordLastCycle(current.engine, { at: new Date().toISOString(), ok: true, result }, options.logger);
         options.onCycle?.({ ok: true, at: new Date().toISOString(), trigger, result });
       } catch (error) {
+        if (options.fix && options.recover && isCorrupt(error) && recoveries < 2) {
+          recoveries += 1;
+          const message = error instanceof Error ? error.message : String(error);
+          options.logger?.error({ err: error }, 'the desktop database is corrupt: stopping writes and restoring the newest good backup');
+          options.onCycle?.({ ok: false, at: new Date().toISOString(), trigger, code: 'EPS_DB_CORRUPT', message: `${message}; restoring the newest good backup`, retryInMs: 0 });
+          current.engine = await options.recover(error);
+          trigger = 'retry';
+          continue;
+        }
         if (options.once || !isTransient(error, options.fix === true)) throw error;
         failures += 1;
         summary.failures += 1;
@@ -191,11 +218,12 @@ function watchLocal(dbPath: string, onChange: () => void, logger: Logger | undef
 }
 
 /** Long-polls the feed from the stored cursor and wakes the loop when something is ready. */
-async function longPoll(options: MonitorOptions, engine: SyncEngine, wake: Wake): Promise<void> {
+async function longPoll(options: MonitorOptions, engineOf: () => SyncEngine, wake: Wake): Promise<void> {
   const { signal } = options;
   let failures = 0;
   while (!signal.aborted) {
     try {
+      const engine = engineOf();
       const cursor = engine.cursor();
       if (cursor === '') {
         await sleep(200, signal);

@@ -176,4 +176,34 @@ describe('epetsync monitor', () => {
     expect(existsSync(join(dir, '.epetsync', 'monitor.pid'))).toBe(false);
     expect(await cli(['monitor', '--stop'])).toMatchObject({ code: 0, stdout: 'No background monitor is running.\n' });
   });
+  it('--fix restores the newest good backup over a corrupt database, keeps the damaged file and re-pulls', async () => {
+    expect((await cli(['monitor', '--once'])).code).toBe(0);
+    desktopWrite(dbPath, [[["INSERT INTO clinic_species VALUES ('before-backup', 'Synced, then backed up')"]]]);
+    expect((await cli(['monitor', '--once'])).code).toBe(0);
+    expect((await cli(['backup'])).code).toBe(0);
+    await remote.sql(`INSERT INTO clinic_species VALUES ('after-backup', 'Written on the web later')`);
+
+    const raw = new Database(dbPath);
+    raw.pragma('wal_checkpoint(TRUNCATE)');
+    const root = Number(raw.prepare(`SELECT rootpage FROM sqlite_master WHERE name = '_epetsync_changelog'`).pluck().get());
+    const pageSize = Number(raw.pragma('page_size', { simple: true }));
+    raw.close();
+    const bytes = readFileSync(dbPath);
+    for (let i = 0; i < pageSize; i++) bytes[(root - 1) * pageSize + i] = (i * 31 + 0xa5) & 0xff;
+    writeFileSync(dbPath, bytes);
+
+    const broken = await cli(['monitor', '--once']);
+    expect(broken.code).toBe(5);
+    expect(broken.stderr).toMatch(/^Error: Database .* is corrupt/);
+
+    const fixed = await cli(['monitor', '--once', '--fix']);
+    expect(fixed.code).toBe(0);
+    expect(fixed.stdout).toMatch(/^Restored .*backups.* over the corrupt database \(damaged files kept: .+\); re-pulling from the backup's cursor\.\nSynced once: pushed 0, pulled 1, conflicts 0\.\n$/);
+    const kept = /damaged files kept: ([^,)]+)/.exec(fixed.stdout)![1]!;
+    // The damaged page is still there in the kept file: nothing was repaired in place or deleted.
+    const page = (buf: Buffer): Buffer => buf.subarray((root - 1) * pageSize, root * pageSize);
+    expect(page(readFileSync(kept)).equals(page(bytes))).toBe(true);
+    expect(localRows('SELECT code FROM clinic_species ORDER BY code')).toEqual([{ code: 'after-backup' }, { code: 'before-backup' }]);
+    expect(await remote.sql(`SELECT code FROM clinic_species ORDER BY code`)).toEqual([{ code: 'after-backup' }, { code: 'before-backup' }]);
+  });
 });
