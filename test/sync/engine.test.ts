@@ -202,6 +202,39 @@ describe('SyncEngine', () => {
     expect(remoteOwners.map((o) => o.id)).not.toContain(next!.id);
   });
 
+  it('moves a colliding local insert found while pulling before applying the page, children following', async () => {
+    const e = engine({
+      hooks: {
+        beforePull: () =>
+          desktopWrite(path, [
+            [
+              ["INSERT INTO clinic_owner (name, updated_at) VALUES ('Desk owner', '2026-11-25 09:00:00')"],
+              ["INSERT INTO clinic_pet (owner_id, name, neutered, updated_at) VALUES (1, 'Desk pet', 0, '2026-11-25 09:00:00')"],
+            ],
+          ]),
+      },
+    });
+    await e.prepare();
+    await remote.sql(`INSERT INTO clinic_owner (name) VALUES ('Web owner')`);
+    await remote.sql(`INSERT INTO clinic_pet (owner_id, name) VALUES (1, 'Web pet')`);
+    const r = await e.runCycle();
+    expect(r.collisions).toBe(2);
+    expect(listConflicts(db).map((c) => [c.kind, c.source, c.winner])).toEqual([
+      ['id-collision', 'pull', 'both'],
+      ['id-collision', 'pull', 'both'],
+    ]);
+    await engine().runCycle();
+    const remotePets = await remote.sql<{ pet: string; owner: string }>(
+      `SELECT p.name AS pet, o.name AS owner FROM clinic_pet p JOIN clinic_owner o ON o.id = p.owner_id ORDER BY p.name`,
+    );
+    expect(remotePets).toEqual([
+      { pet: 'Desk pet', owner: 'Desk owner' },
+      { pet: 'Web pet', owner: 'Web owner' },
+    ]);
+    expect(local(`SELECT p.name AS pet, o.name AS owner FROM clinic_pet p JOIN clinic_owner o ON o.id = p.owner_id ORDER BY p.name`)).toEqual(remotePets);
+    expect(local(`SELECT id, name FROM clinic_owner WHERE id = 1`)).toEqual([{ id: 1, name: 'Web owner' }]);
+  });
+
   it('resends the same batch after a crash between upload and acknowledgement: no duplicate, no loss', async () => {
     const e = engine({
       hooks: {
