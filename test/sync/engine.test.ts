@@ -4,12 +4,13 @@
  */
 import type Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { RemoteDatabaseClient } from '../../src/client/index.js';
+import { RemoteDatabaseClient } from '../../src/client/index.js';
+import { startSyncServer, type SyncServer } from '../../src/server/index.js';
 import { SyncEngine, type ConflictPolicy, type SyncHooks } from '../../src/sync/engine.js';
 import { META, readMeta } from '../../src/sync/local-capture.js';
 import { listConflicts, listQuarantine, outboxCount } from '../../src/sync/store.js';
 import { desktopWrite } from '../helpers/desktop-writer.js';
-import { clientFor, createDesktopDb, openDesktop, startRemote, type Remote } from './fixture.js';
+import { PASSWORD, USER, clientFor, createDesktopDb, openDesktop, startRemote, type Remote } from './fixture.js';
 
 let remote: Remote;
 let path: string;
@@ -317,5 +318,50 @@ describe('SyncEngine', () => {
     expect(await owners()).toEqual([{ id: '1', name: 'Edited mid-sync' }]);
     expect((await remote.sql<{ code: string }>(`SELECT code FROM clinic_species ORDER BY code`)).map((r) => r.code)).toEqual(['during-1', 'during-2', 'during-3', 'x']);
     expect(local('SELECT count(*) AS n FROM _epetsync_changelog')).toEqual([{ n: 0 }]);
+  });
+});
+
+describe('SyncEngine against a server whose own policy is client-wins', () => {
+  let lenient: SyncServer;
+  let lenientClient: RemoteDatabaseClient;
+  beforeAll(async () => {
+    lenient = await startSyncServer({ databaseUrl: remote.pg.url, port: 0, conflictPolicy: 'client-wins' });
+  });
+  afterAll(async () => {
+    await lenient?.close();
+  });
+  beforeEach(async () => {
+    lenientClient = new RemoteDatabaseClient({ url: lenient.url, username: USER, password: PASSWORD, nodeId: 'desk-2' });
+  });
+  afterEach(async () => {
+    await lenientClient.close();
+  });
+
+  it('undoes the server applying the desktop version when the client policy is server-wins', async () => {
+    const e = new SyncEngine({ db, remote: lenientClient, policy: 'server-wins' });
+    await e.prepare();
+    desktopWrite(path, [[["INSERT INTO clinic_species VALUES ('cat', 'Cat')"]]]);
+    await e.runCycle();
+    await remote.sql(`UPDATE clinic_species SET label = 'Web cat' WHERE code = 'cat'`);
+    desktopWrite(path, [[["UPDATE clinic_species SET label = 'Desk cat' WHERE code = 'cat'"]]]);
+    const r = await e.runCycle();
+    expect(r.conflicts).toBe(1);
+    expect(await remote.sql(`SELECT label FROM clinic_species`)).toEqual([{ label: 'Web cat' }]);
+    expect(local(`SELECT label FROM clinic_species`)).toEqual([{ label: 'Web cat' }]);
+    expect(listConflicts(db)[0]).toMatchObject({ winner: 'remote', localValues: { label: 'Desk cat' }, remoteValues: { label: 'Web cat' } });
+  });
+
+  it('puts the web app row back and moves the desktop row when the server had let a colliding insert overwrite it', async () => {
+    const e = new SyncEngine({ db, remote: lenientClient });
+    await e.prepare();
+    desktopWrite(path, [[["INSERT INTO clinic_owner (name, updated_at) VALUES ('Desk owner', '2026-11-25 09:00:00')"]]]);
+    await remote.sql(`INSERT INTO clinic_owner (name) VALUES ('Web owner')`);
+    const r = await e.runCycle();
+    expect(r.collisions).toBe(1);
+    await e.runCycle();
+    const rows = await owners();
+    expect(rows.find((o) => o.id === '1')).toEqual({ id: '1', name: 'Web owner' });
+    expect(rows.map((o) => o.name).sort()).toEqual(['Desk owner', 'Web owner']);
+    expect((local('SELECT id, name FROM clinic_owner ORDER BY id') as Array<{ id: number; name: string }>).map((o) => [String(o.id), o.name])).toEqual(rows.map((o) => [o.id, o.name]));
   });
 });
