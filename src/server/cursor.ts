@@ -58,8 +58,9 @@ export const HORIZON_SQL = `(SELECT coalesce(
 /** Returns the feed head: the last change below the safe horizon (or the start). */
 export async function headCursor(db: SqlExecutor): Promise<Cursor> {
   const { rows } = await db.query<{ txid: string; seq: string }>(
-    `SELECT txid::text AS txid, seq::text AS seq FROM epetsync.changelog
-      WHERE txid < ${HORIZON_SQL} ORDER BY txid DESC, seq DESC LIMIT 1`,
+    // Order by the qualified columns: a bare `txid` would name the text alias and sort "99" after "100".
+    `SELECT c.txid::text AS txid, c.seq::text AS seq FROM epetsync.changelog c
+      WHERE c.txid < ${HORIZON_SQL} ORDER BY c.txid DESC, c.seq DESC LIMIT 1`,
   );
   return rows[0] ? { txid: rows[0].txid, seq: rows[0].seq } : START_CURSOR;
 }

@@ -140,6 +140,15 @@ describe('change feed safe horizon on real PostgreSQL', () => {
     ]);
     expect(page.changes[0]).toMatchObject({ values: { name: 'Django ORM' }, origin: null });
   });
+  it('reports the newest change as the head, comparing sequence numbers as numbers, not text', async () => {
+    // 150 changes in one transaction take sequence numbers across a digit boundary (…99, 100…),
+    // where text order would put "99" above "100" and report a head 50 changes behind.
+    await h.sql(`INSERT INTO clinic_visit (id, note) SELECT g, 'digits ' || g FROM generate_series(70001, 70150) g`);
+    const [newest] = (await h.sql<{ txid: string; seq: string }>(
+      `SELECT txid::text AS txid, seq::text AS seq FROM epetsync.changelog c ORDER BY c.txid DESC, c.seq DESC LIMIT 1`,
+    )) as [{ txid: string; seq: string }];
+    expect(await head()).toBe(`c1.${newest.txid}.${newest.seq}`);
+  });
 });
 
 describe('change capture install', () => {
