@@ -25,7 +25,8 @@ export const COMMANDS: CommandSpec[] = [
         .option('--once', 'run one sync cycle and exit')
         .option('--fix', 'keep retrying what needs a person otherwise (re-authenticate, re-discover) while running')
         .option('--background', 'detach and run in the background (pidfile .epetsync/monitor.pid, output in logs/monitor.out)')
-        .option('--stop', 'stop the background monitor (it finishes the batch in flight)'),
+        .option('--stop', 'stop the background monitor (it finishes the batch in flight)')
+        .option('--uninstall', 'remove the change-capture triggers from the desktop database (refused while changes wait)'),
     load: async () => (await import('../commands/monitor.js')).default,
   },
   {

@@ -15,6 +15,7 @@ export interface MonitorCommandOptions {
   fix?: boolean;
   background?: boolean;
   stop?: boolean;
+  uninstall?: boolean;
 }
 
 /** Describes how a `monitor` run ended (the `--json` result). */
@@ -34,7 +35,8 @@ export type MonitorResult =
     }
   | { action: 'started'; pid: number; pidFile: string; logFile: string }
   | { action: 'stopped'; pid: number }
-  | { action: 'not-running'; pidFile: string };
+  | { action: 'not-running'; pidFile: string }
+  | { action: 'uninstalled'; triggersRemoved: number };
 
 /** Returns the pidfile of a background monitor: `.epetsync/monitor.pid` beside the config. */
 export function monitorPidFile(config: EpetsyncConfig): string {
@@ -56,9 +58,10 @@ export async function runningMonitorPid(config: EpetsyncConfig): Promise<number 
 async function run(ctx: CommandContext, options: MonitorCommandOptions): Promise<MonitorResult> {
   const config = ctx.config();
   if (options.interval !== undefined && options.interval < 1) throw new EpetsyncError('EPS_USAGE', '--interval must be at least 1 second', { hint: 'Pass --interval 30, or leave it out to use remote_database.sync_interval.' });
-  if ([options.background, options.stop, options.once].filter(Boolean).length > 1) {
-    throw new EpetsyncError('EPS_USAGE', '--background, --stop and --once cannot be combined', { hint: 'Pick one of them.' });
+  if ([options.background, options.stop, options.once, options.uninstall].filter(Boolean).length > 1) {
+    throw new EpetsyncError('EPS_USAGE', '--background, --stop, --once and --uninstall cannot be combined', { hint: 'Pick one of them.' });
   }
+  if (options.uninstall) return uninstall(config);
   if (options.stop) return stop(config, ctx.signal);
   if (options.background) return startBackground(ctx, config, options);
   return runForeground(ctx, config, options);
@@ -90,6 +93,35 @@ async function stop(config: EpetsyncConfig, signal: AbortSignal): Promise<Monito
     // Removed by the monitor itself.
   }
   return { action: 'stopped', pid };
+}
+
+/** Removes the capture triggers under the lock; refused while local changes wait, since they would never be sent. */
+async function uninstall(config: EpetsyncConfig): Promise<MonitorResult> {
+  const [{ acquireLock }, { openDatabase }, { removeCapture }, { readSyncStatus }] = await Promise.all([
+    import('../sync/lock.js'),
+    import('../db/index.js'),
+    import('../sync/local-capture.js'),
+    import('../sync/status.js'),
+  ]);
+  const path = config.database.path;
+  const lock = acquireLock(path, 'monitor --uninstall');
+  try {
+    const db = openDatabase(path, { mode: 'write', busyTimeoutMs: config.database.busyTimeoutMs });
+    try {
+      const status = readSyncStatus(db, path, monitorPidFile(config));
+      if (status.pending > 0 || status.unacknowledgedBatches > 0) {
+        throw new EpetsyncError('EPS_USAGE', `${status.pending} local change(s) and ${status.unacknowledgedBatches} batch(es) have not reached the server yet`, {
+          hint: 'Run "epetsync monitor --once" until nothing is pending, then --uninstall.',
+        });
+      }
+      // The conflicts log, quarantine and cursor stay: they are the record of what sync did.
+      return { action: 'uninstalled', triggersRemoved: removeCapture(db).removed };
+    } finally {
+      db.close();
+    }
+  } finally {
+    lock.release();
+  }
 }
 
 async function startBackground(ctx: CommandContext, config: EpetsyncConfig, options: MonitorCommandOptions): Promise<MonitorResult> {
@@ -257,6 +289,9 @@ function render(result: MonitorResult, out: Output): void {
       return;
     case 'not-running':
       out.line('No background monitor is running.');
+      return;
+    case 'uninstalled':
+      out.line(`Removed ${result.triggersRemoved} change-capture trigger(s); desktop edits are no longer recorded until the next monitor run (use migrate to catch up).`);
       return;
     case 'ran': {
       const what = `pushed ${result.pushed}, pulled ${result.pulled}, conflicts ${result.conflicts}`;

@@ -176,6 +176,20 @@ describe('epetsync monitor', () => {
     expect(existsSync(join(dir, '.epetsync', 'monitor.pid'))).toBe(false);
     expect(await cli(['monitor', '--stop'])).toMatchObject({ code: 0, stdout: 'No background monitor is running.\n' });
   });
+  it('--uninstall removes the capture triggers, refusing while changes wait', async () => {
+    expect((await cli(['monitor', '--once'])).code).toBe(0);
+    desktopWrite(dbPath, [[["INSERT INTO clinic_species VALUES ('waiting', 'Not sent yet')"]]]);
+    expect(await cli(['monitor', '--uninstall'])).toMatchObject({
+      code: 2,
+      stderr: 'Error: 1 local change(s) and 0 batch(es) have not reached the server yet\nTry: Run "epetsync monitor --once" until nothing is pending, then --uninstall.\n',
+    });
+    expect((await cli(['monitor', '--once'])).code).toBe(0);
+    expect(await cli(['monitor', '--uninstall'])).toMatchObject({ code: 0, stdout: 'Removed 12 change-capture trigger(s); desktop edits are no longer recorded until the next monitor run (use migrate to catch up).\n' });
+    expect(localRows(`SELECT count(*) AS n FROM sqlite_master WHERE type = 'trigger'`)).toEqual([{ n: 0 }]);
+    desktopWrite(dbPath, [[["INSERT INTO clinic_species VALUES ('untracked', 'After uninstall')"]]]);
+    expect(localRows('SELECT count(*) AS n FROM _epetsync_changelog')).toEqual([{ n: 0 }]);
+  });
+
   it('--fix restores the newest good backup over a corrupt database, keeps the damaged file and re-pulls', async () => {
     expect((await cli(['monitor', '--once'])).code).toBe(0);
     desktopWrite(dbPath, [[["INSERT INTO clinic_species VALUES ('before-backup', 'Synced, then backed up')"]]]);
