@@ -2,6 +2,8 @@
  * The monitor loop over a link that goes down: cycles fail and back off while the desktop keeps
  * writing, nothing is lost, and everything flows once the server is reachable again.
  */
+import { spawn } from 'node:child_process';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteDatabaseClient } from '../../src/client/index.js';
 import { SyncEngine } from '../../src/sync/engine.js';
@@ -56,6 +58,36 @@ describe('runMonitor', () => {
     expect(summary.failures).toBeGreaterThanOrEqual(1);
     expect(summary.pushed).toBe(2);
     expect(db.prepare('SELECT count(*) FROM _epetsync_changelog').pluck().get()).toBe(0n);
+    db.close();
+    await client.close();
+  });
+
+  it('waits out a desktop write lock held past the busy timeout, then syncs what was written', async () => {
+    const path = createDesktopDb();
+    const db = new Database(path, { timeout: 100 });
+    db.defaultSafeIntegers(true);
+    const client = new RemoteDatabaseClient({ url: remote.url, username: USER, password: PASSWORD, nodeId: 'desk-busy' });
+    const engine = new SyncEngine({ db, remote: client });
+    await engine.prepare();
+    // The desktop app holds its write lock for 2 s, longer than this connection waits.
+    const holder = spawn('python3', ['-c', `
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+con.execute("INSERT INTO clinic_species VALUES ('held', 'Written under a long lock')")
+print("locked", flush=True)
+time.sleep(2)
+con.execute("COMMIT")
+`, path]);
+    await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
+    const reports: CycleReport[] = [];
+    const stop = new AbortController();
+    const running = runMonitor({ engine, remote: client, dbPath: path, intervalSeconds: 1, realTime: false, once: false, signal: stop.signal, onCycle: (r) => reports.push(r) });
+    await until(async () => (await remote.sql(`SELECT 1 FROM clinic_species WHERE code = 'held'`)).length === 1, 15_000);
+    stop.abort();
+    await running;
+    expect(reports.find((r) => !r.ok)).toMatchObject({ ok: false, code: 'SQLITE_BUSY' });
+    expect(reports.at(-1)).toMatchObject({ ok: true });
     db.close();
     await client.close();
   });
