@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { CallOptions, RemoteDatabaseClient } from './client.js';
+import type { TableSpec } from '../sync/migrate/schema-map.js';
 import { bulkLoadResponseSchema, type BulkLoadResponse } from './protocol.js';
 
 /**
@@ -68,4 +69,13 @@ export function stageRows(
 /** Replaces the remote contents of `tables` with their staged rows in one transaction (all or nothing). */
 export function replaceTables(client: RemoteDatabaseClient, loadId: string, tables: string[], options?: CallOptions): Promise<ReplaceAnswer> {
   return client.migrateRequest('replace/', replaceSchema, { json: { load_id: loadId, tables } }, options);
+}
+
+const schemaSchema = z.object({ created: z.array(z.string()), statements: z.array(z.string()) });
+/** Describes the tables the server created and the statements it ran. */
+export type SchemaAnswer = z.infer<typeof schemaSchema>;
+
+/** Asks the server to create tables from structured specs (it validates them and writes the DDL itself). */
+export function createTables(client: RemoteDatabaseClient, tables: TableSpec[], options?: CallOptions): Promise<SchemaAnswer> {
+  return client.migrateRequest('schema/', schemaSchema, { json: { tables } }, options);
 }

@@ -105,7 +105,7 @@ function render(result: MigrateResult, out: Output): void {
     out.line('');
     out.table(
       ['table', 'local rows', 'remote rows', 'action', 'size', 'est. time'],
-      result.tables.map((t) => [t.table, t.localRows, t.remoteRows ?? '-', t.action === 'check' ? 'load' : t.action, formatBytes(t.estimatedBytes), `${t.estimatedSeconds} s`]),
+      result.tables.map((t) => [t.table, t.localRows, t.remoteRows ?? '-', t.action === 'check' ? 'load' : t.action === 'create' ? 'create + load' : t.action, formatBytes(t.estimatedBytes), `${t.estimatedSeconds} s`]),
     );
     const findings = result.tables.flatMap((t) => [
       ...t.columns.map((col) => `${col.blocking ? c.red('BLOCKING') : c.yellow('note')}  ${t.table}.${col.column}: ${col.message}`),
@@ -116,10 +116,19 @@ function render(result: MigrateResult, out: Output): void {
       out.line('Values and columns:');
       for (const f of findings) out.line(`  ${f}`);
     }
+    if (result.schema) {
+      out.line('');
+      if (result.schema.statements.length === 0) out.line('--create-schema: every table already exists remotely.');
+      else {
+        out.line('--create-schema would run:');
+        for (const statement of result.schema.statements) out.line(`${statement};`);
+      }
+    }
   } else {
     if (result.backup) out.line(`Backup:   ${result.backup}`);
     if (result.remoteBackup) out.line(`Remote copy (verified): ${result.remoteBackup}`);
     if (result.resumed) out.line('Continued an interrupted migrate from its checkpoints.');
+    if (result.schema && result.schema.created.length > 0) out.line(`Created remote tables: ${result.schema.created.join(', ')}`);
     out.line('');
     out.table(
       ['table', 'rows', 'rejected', 'seconds', 'rows/s', 'verified'],
@@ -129,6 +138,10 @@ function render(result: MigrateResult, out: Output): void {
     if (result.cursor && result.mode === 'migrate') out.line(`Change tracking installed; monitor continues from cursor ${result.cursor}.`);
   }
   for (const s of result.skipped) out.line(c.dim(`skipped ${s.table}: ${s.reason}`));
+  for (const n of result.schema?.notCarried ?? []) {
+    out.line(c.yellow(`not carried over to "${n.table}":`));
+    for (const item of n.items) out.line(`  - ${item}`);
+  }
   if (result.blocking.length > 0) {
     out.line('');
     out.line(c.red(`${result.blocking.length} blocking problem(s):`));

@@ -10,6 +10,7 @@ import { castParam, INTERNAL_SCHEMA, type SyncSchema, type TableInfo } from './s
 import { streamSnapshot } from './snapshot.js';
 import { quoteIdent, type SqlDatabase, type SqlExecutor } from './sql.js';
 import { advanceSequence, databaseRefusal } from './upload.js';
+import { checkTableSpec, createTableSql, type TableSpec } from '../sync/migrate/schema-map.js';
 
 /**
  * The routes `epetsync migrate` needs beyond protocol 1's bulk load (docs/protocol.md, "Migrate
@@ -51,6 +52,59 @@ const REPLACE_BODY = {
   required: ['load_id', 'tables'],
   additionalProperties: false,
   properties: { load_id: { type: 'string', pattern: ID }, tables: { type: 'array', minItems: 1, maxItems: 10000, items: TABLE_NAME } },
+} as const;
+
+const NAME = { type: 'string', minLength: 1, maxLength: 63 } as const;
+const NAMES = { type: 'array', minItems: 1, maxItems: 1600, items: NAME } as const;
+const SCHEMA_BODY = {
+  type: 'object',
+  required: ['tables'],
+  additionalProperties: false,
+  properties: {
+    tables: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 1000,
+      items: {
+        type: 'object',
+        required: ['name', 'columns', 'primary_key', 'unique', 'foreign_keys'],
+        additionalProperties: false,
+        properties: {
+          name: NAME,
+          columns: {
+            type: 'array',
+            minItems: 1,
+            maxItems: 1600,
+            items: {
+              type: 'object',
+              required: ['name', 'type', 'not_null', 'default', 'identity', 'non_negative'],
+              additionalProperties: false,
+              properties: {
+                name: NAME,
+                type: { type: 'string', minLength: 1, maxLength: 64 },
+                not_null: { type: 'boolean' },
+                default: { type: ['string', 'null'], maxLength: 2100 },
+                identity: { type: 'boolean' },
+                non_negative: { type: 'boolean' },
+              },
+            },
+          },
+          primary_key: NAMES,
+          unique: { type: 'array', maxItems: 1000, items: NAMES },
+          foreign_keys: {
+            type: 'array',
+            maxItems: 1000,
+            items: {
+              type: 'object',
+              required: ['columns', 'references', 'referenced_columns', 'on_delete'],
+              additionalProperties: false,
+              properties: { columns: NAMES, references: NAME, referenced_columns: NAMES, on_delete: { type: 'string', maxLength: 16 } },
+            },
+          },
+        },
+      },
+    },
+  },
 } as const;
 
 /** Registers the migrate-support routes under `/api/database/migrate/` (every one needs a sync token). */
@@ -114,6 +168,43 @@ export async function migrateRoutes(app: FastifyInstance, options: MigrateRoutes
       return out;
     });
     return { sequences, head_cursor: formatCursor(await headCursor(db)) };
+  });
+
+  app.post('/api/database/migrate/schema/', { schema: { querystring: NO_QUERY, body: SCHEMA_BODY }, preValidation: json, preHandler: requireSync }, async (request) => {
+    const specs = (request.body as { tables: TableSpec[] }).tables;
+    const statements: string[] = [];
+    const created = await db.transaction(async (tx) => {
+      const { rows } = await tx.query<{ schema: string }>(`SELECT current_schema() AS schema`);
+      const target = rows[0]?.schema;
+      if (!target) throw new HttpError('BAD_REQUEST', 'the database has no current schema to create tables in', { problems: [{ path: 'search_path', message: 'empty' }] });
+      const requested = new Map(specs.map((t) => [t.name, t]));
+      const known = (name: string): string[] | null => {
+        const inRequest = requested.get(name);
+        if (inRequest) return inRequest.columns.map((c) => c.name);
+        return options.schema().byName.get(name)?.columns.map((c) => c.name) ?? null;
+      };
+      const fks: string[] = [];
+      for (const spec of specs) {
+        const problem = checkTableSpec(spec, known);
+        if (problem) throw new HttpError('BAD_REQUEST', problem, { table: spec.name, problems: [{ path: 'body/tables', message: problem }] });
+        const { rows: exists } = await tx.query<{ ok: boolean }>(
+          `SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1::text AND c.relname = $2::text) AS ok`,
+          [target, spec.name],
+        );
+        if (exists[0]?.ok) throw new HttpError('BAD_REQUEST', `table "${spec.name}" already exists`, { table: spec.name, problems: [{ path: 'body/tables', message: 'already exists' }] });
+        const sql = createTableSql(spec, target);
+        await tx.query(sql.create);
+        statements.push(sql.create);
+        fks.push(...sql.foreignKeys);
+      }
+      for (const fk of fks) {
+        await tx.query(fk);
+        statements.push(fk);
+      }
+      return specs.map((t) => t.name);
+    });
+    request.log.info({ tables: created }, 'migrate created tables');
+    return { created, statements };
   });
 
   app.post('/api/database/migrate/stage/', {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServerInfo, TableInfo as RemoteTable } from '../../client/index.js';
 import { isRetryable, RequestRejectedError, type RemoteDatabaseClient } from '../../client/index.js';
-import { remoteChecksum, remoteCounts, finishLoad, stageRows, replaceTables } from '../../client/migrate-api.js';
+import { createTables, remoteChecksum, remoteCounts, finishLoad, stageRows, replaceTables } from '../../client/migrate-api.js';
 import { stateFilePath, readState, updateState } from '../../client/state.js';
 import type { EpetsyncConfig } from '../../config/index.js';
 import { formatStamp, introspectSchema, openDatabase, quickCheck, takeBackup, type SqliteDatabase, type TableInfo as LocalTable } from '../../db/index.js';
@@ -14,6 +14,7 @@ import { TableChecksum } from '../checksum.js';
 import type { ConvertOptions, NoteKind, WireValue } from '../convert.js';
 import { installCapture, META, writeMeta } from '../local-capture.js';
 import { parsePgType } from '../pg-type.js';
+import { createTableSql, mapTable, type TableSpec } from './schema-map.js';
 import { buildMapping, convertRow, localKey, readPages, reportable, type RowProblem, type TableMapping, type ValueProblemKind } from './rows.js';
 
 /**
@@ -91,7 +92,7 @@ export interface TableReport {
   localRows: number;
   remoteRows: number | null;
   /** What migrate does or did with the table. */
-  action: 'load' | 'resume' | 'same' | 'differs' | 'replace' | 'missing-remotely' | 'check';
+  action: 'load' | 'resume' | 'same' | 'differs' | 'replace' | 'missing-remotely' | 'check' | 'create';
   columns: ColumnIssue[];
   audit: AuditFinding[];
   estimatedBytes: number;
@@ -133,6 +134,8 @@ export interface MigrateResult {
   resumed: boolean;
   mismatched: string[];
   seconds: number;
+  /** With --create-schema: the statements run (or, with --check-only, that would run) and what cannot be carried over. */
+  schema: { statements: string[]; created: string[]; notCarried: Array<{ table: string; items: string[] }> } | null;
 }
 
 interface Planned {
@@ -158,16 +161,11 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
   const { config, client, logger } = deps;
   const convert: ConvertOptions = { timezone: config.database.timezone };
   const mode: MigrateResult['mode'] = options.checkOnly ? 'check' : options.verifyOnly ? 'verify' : 'migrate';
-  if (options.createSchema && !options.checkOnly) {
-    throw new MigrationError('EPS_USAGE', '--create-schema is not available yet: this epetsync cannot create remote tables', {
-      hint: "Create the tables with the web app's own migrations (python manage.py migrate) and run epetsync migrate again.",
-    });
-  }
   const db = openDatabase(config.database.path, { mode: 'read', busyTimeoutMs: config.database.busyTimeoutMs });
   try {
     const integrity = quickCheck(db);
     const quick = integrity.ok ? 'ok' : integrity.messages.slice(0, 3).join('; ');
-    const info = await client.info({ signal: deps.signal });
+    let info = await client.info({ signal: deps.signal });
     const result: MigrateResult = {
       mode,
       ok: true,
@@ -186,12 +184,26 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
       resumed: false,
       mismatched: [],
       seconds: 0,
+      schema: null,
     };
     if (!integrity.ok) {
       result.blocking.push({ message: `The local database fails quick_check: ${quick}`, hint: 'Restore a good backup (epetsync restore --latest) or repair the file before migrating.' });
     }
-    const planned = plan(db, info, config, options, result);
-    const counts = await remoteCounts(client, planned.map((p) => p.remote.name), { signal: deps.signal });
+    let toCreate = new Map<string, TableSpec>();
+    if (options.createSchema) {
+      toCreate = mapMissingTables(db, info, config, options, result);
+      if (toCreate.size > 0 && mode === 'migrate' && integrity.ok) {
+        const answer = await createTables(client, [...toCreate.values()], { signal: deps.signal });
+        result.schema!.created = answer.created;
+        result.schema!.statements = answer.statements;
+        logger.info({ tables: answer.created }, 'remote tables created');
+        info = await waitForTables(client, answer.created, deps.signal, logger);
+        toCreate = new Map();
+      }
+    }
+    const planned = plan(db, info, config, options, result, toCreate);
+    const known = new Set(info.tables.map((t) => t.name));
+    const counts = await remoteCounts(client, planned.map((p) => p.remote.name).filter((n) => known.has(n)), { signal: deps.signal });
     for (const c of counts.tables) {
       const p = planned.find((x) => x.remote.name === c.table);
       if (p) p.report.remoteRows = c.rows;
@@ -216,6 +228,7 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
     const saved = (readState(statePath).migrate ?? null) as MigrateState | null;
     const state = saved && saved.url === client.url.href && saved.database === config.database.path ? saved : null;
     for (const p of planned) {
+      if (p.report.action === 'create' || p.report.action === 'missing-remotely') continue;
       if (p.report.remoteRows === 0) {
         p.report.action = 'load';
         continue;
@@ -357,7 +370,7 @@ function round(n: number): number {
 }
 
 /** Matches local tables to remote ones and reports column differences. */
-function plan(db: SqliteDatabase, info: ServerInfo, config: EpetsyncConfig, options: MigrateOptions, result: MigrateResult): Planned[] {
+function plan(db: SqliteDatabase, info: ServerInfo, config: EpetsyncConfig, options: MigrateOptions, result: MigrateResult, toCreate: Map<string, TableSpec>): Planned[] {
   const locals = new Map(introspectSchema(db).map((t) => [t.name, t]));
   const remotes = new Map(info.tables.map((t) => [t.name, t]));
   const unsynced = new Map(info.unsynced_tables.map((t) => [t.name, t.reason]));
@@ -379,7 +392,8 @@ function plan(db: SqliteDatabase, info: ServerInfo, config: EpetsyncConfig, opti
       result.skipped.push({ table: local.name, reason: NEVER_MIGRATED.has(local.name) ? 'Django bookkeeping table, never synced' : 'excluded by sync.tables in config.json' });
       continue;
     }
-    const remote = remotes.get(local.name);
+    const spec = toCreate.get(local.name);
+    const remote = remotes.get(local.name) ?? (spec ? specAsRemote(spec) : undefined);
     if (!remote) {
       const why = unsynced.get(local.name);
       if (why === 'excluded' || why === 'not included') {
@@ -395,7 +409,8 @@ function plan(db: SqliteDatabase, info: ServerInfo, config: EpetsyncConfig, opti
       continue;
     }
     const localColumns = new Set(local.columns.filter((c) => c.hidden === 0).map((c) => c.name));
-    const report = emptyReport(local.name, 'check');
+    const report = emptyReport(local.name, spec ? 'create' : 'check');
+    if (spec) report.remoteRows = 0;
     for (const c of local.columns) {
       if (c.hidden !== 0 || remote.columns.some((r) => r.name === c.name)) continue;
       report.columns.push({ column: c.name, kind: 'missing-remotely', message: `local column "${c.name}" has no remote counterpart: its values would be lost`, blocking: true });
@@ -834,4 +849,57 @@ async function downloadRemoteCopy(client: RemoteDatabaseClient, info: ServerInfo
   }
   logger.info({ dir, tables: manifest.length }, 'verified copy of the remote kept before replacing it');
   return dir;
+}
+
+/** Maps the local tables the remote lacks (within the migrate's scope) to table specs; fills `result.schema` with the DDL and what cannot be carried. */
+function mapMissingTables(db: SqliteDatabase, info: ServerInfo, config: EpetsyncConfig, options: MigrateOptions, result: MigrateResult): Map<string, TableSpec> {
+  const locals = new Map(introspectSchema(db).map((t) => [t.name, t]));
+  const remote = new Set([...info.tables.map((t) => t.name), ...info.unsynced_tables.map((t) => t.name)]);
+  const wanted = options.tables ? new Set(options.tables) : null;
+  const exclude = new Set(config.sync.exclude);
+  const out = new Map<string, TableSpec>();
+  const statements: string[] = [];
+  const foreignKeys: string[] = [];
+  const notCarried: Array<{ table: string; items: string[] }> = [];
+  for (const local of locals.values()) {
+    if (remote.has(local.name)) continue;
+    if (wanted ? !wanted.has(local.name) : NEVER_MIGRATED.has(local.name) || exclude.has(local.name) || (config.sync.include && !config.sync.include.includes(local.name))) continue;
+    const mapped = mapTable(local, locals);
+    if (mapped.notCarried.length > 0) notCarried.push({ table: local.name, items: mapped.notCarried });
+    if (mapped.spec.primary_key.length === 0) continue;
+    out.set(local.name, mapped.spec);
+    const sql = createTableSql(mapped.spec);
+    statements.push(sql.create);
+    foreignKeys.push(...sql.foreignKeys);
+  }
+  result.schema = { statements: [...statements, ...foreignKeys], created: [], notCarried };
+  return out;
+}
+
+/** Describes a table about to be created the way server info would, so the audit can check values against it. */
+function specAsRemote(spec: TableSpec): RemoteTable {
+  return {
+    name: spec.name,
+    primary_key: spec.primary_key,
+    columns: spec.columns.map((c) => ({ name: c.name, type: c.type, nullable: !c.not_null, default: c.default, max_length: null, identity: c.identity })),
+  };
+}
+
+/** Waits until the server's sync scope lists the new tables (its schema refresh installs their capture triggers). */
+async function waitForTables(client: RemoteDatabaseClient, tables: string[], signal: AbortSignal, logger: Logger): Promise<ServerInfo> {
+  const deadline = Date.now() + 180_000;
+  for (;;) {
+    const info = await client.info({ signal });
+    const listed = new Set(info.tables.map((t) => t.name));
+    if (tables.every((t) => listed.has(t))) return info;
+    if (Date.now() > deadline) {
+      throw new MigrationError('EPS_MIGRATE_CHECK_FAILED', `The server created ${tables.map((t) => `"${t}"`).join(', ')} but does not sync them after 3 minutes`, {
+        hint: 'Restart epetsync serve (it reads the schema at start), then run migrate again without --create-schema.',
+      });
+    }
+    logger.info({ tables }, 'waiting for the server to pick up the new tables');
+    await sleep(1000, undefined, { signal }).catch(() => {
+      throw interrupted();
+    });
+  }
 }
