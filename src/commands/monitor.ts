@@ -69,7 +69,10 @@ async function run(ctx: CommandContext, options: MonitorCommandOptions): Promise
 
 async function stop(config: EpetsyncConfig, signal: AbortSignal): Promise<MonitorResult> {
   const pidFile = monitorPidFile(config);
-  const pid = await runningMonitorPid(config);
+  const { readLock } = await import('../sync/lock.js');
+  const alive = await runningMonitorPid(config);
+  // A recycled pid must not be signalled: the monitor we started holds the database lock.
+  const pid = alive !== null && readLock(config.database.path)?.pid === alive ? alive : null;
   if (pid === null) {
     try {
       unlinkSync(pidFile);

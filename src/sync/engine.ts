@@ -410,7 +410,7 @@ export class SyncEngine {
       }
       const entry = plan[culprit]!;
       const change = batch.changes[culprit]!;
-      if (entry.seqs.length === 0) return;
+      // A follow-up change (seqs empty) is quarantined too: it is the record of a decision not carried out.
       quarantineChange(this.db, {
         table: entry.table,
         pkText: entry.pkText,

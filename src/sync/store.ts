@@ -142,15 +142,14 @@ export interface QuarantineRecord {
   requestId: string | null;
 }
 
-/** Moves a change to the quarantine: records it and deletes its changelog entries, in one transaction with the caller's. */
+/** Moves a change to the quarantine: records it and deletes the changelog entries it covered, in one transaction with the caller's. */
 export function quarantineChange(db: Database.Database, entry: Omit<QuarantineRecord, 'id' | 'quarantinedAt'>): void {
   db.prepare(
     `INSERT INTO ${QUARANTINE} (table_name, pk_text, pk, op, change, seqs, code, reason, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   ).run(entry.table, entry.pkText, JSON.stringify(entry.pk), entry.op, entry.change === null ? null : JSON.stringify(entry.change), JSON.stringify(entry.seqs), entry.code, entry.reason, entry.requestId);
   const del = db.prepare(`DELETE FROM ${INTERNAL_PREFIX}changelog WHERE seq = ?`);
   for (const s of entry.seqs) del.run(s);
-  // Entries of the same row not in this change (written after it was read) describe the same row; they go too.
-  db.prepare(`DELETE FROM ${INTERNAL_PREFIX}changelog WHERE table_name = ? AND pk = ?`).run(entry.table, entry.pkText);
+  // Later entries of the row stay queued: they may be the clinic's fix, which must reach the server.
 }
 
 /** Lists the quarantine, oldest first (empty when sync never ran). */
