@@ -359,7 +359,7 @@ function parseAfter(table: TableInfo, text: string): Array<string | null> {
   }
   return table.primaryKey.map((name, k) => {
     const col = table.columnsByName.get(name)!;
-    const d = fromWire(col.kind, value[k], col.typname);
+    const d = fromWire(col.kind, value[k]);
     if (!d.ok || d.param === null) throw new HttpError('INVALID_VALUE', `after[${k}] (${table.name}.${name}): ${d.ok ? 'may not be null' : d.reason}`, { table: table.name, column: name, index: k });
     return d.param;
   });

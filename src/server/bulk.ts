@@ -78,7 +78,7 @@ export function parseBulkBody(schema: SyncSchema, tableName: string, body: strin
       throw new HttpError('BAD_REQUEST', `line ${i + 1} must be an array of ${cols.length} values`, { line: i + 1, problems: [{ path: `line ${i + 1}`, message: `must be an array of ${cols.length} values` }] });
     }
     const row = cols.map((c, k) => {
-      const d = fromWire(c.kind, value[k], c.typname);
+      const d = fromWire(c.kind, value[k]);
       if (!d.ok) throw new HttpError('INVALID_VALUE', `${table.name}.${c.name} (line ${i + 1}): ${d.reason}`, { table: table.name, column: c.name, line: i + 1 });
       return d.param;
     });

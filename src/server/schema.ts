@@ -129,7 +129,7 @@ export async function introspectSchema(db: SqlExecutor, scope: ScopeOptions = {}
     t.columnsByName.set(col.name, col);
     if (r.pk_position !== null) {
       t.pkPositions.set(col.name, r.pk_position);
-      if (r.seq && (col.kind === 'int' || col.kind === 'int8')) t.pkSequence = r.seq;
+      if (r.seq && (col.kind === 'int2' || col.kind === 'int4' || col.kind === 'int8')) t.pkSequence = r.seq;
     }
   }
   const deny = new Set<string>(DEFAULT_DENY_LIST);

@@ -203,7 +203,7 @@ export function prepareBatch(schema: SyncSchema, batch: UploadBatch): PreparedCh
 
 function decode(table: TableInfo, column: string, value: unknown, index: number): string | null {
   const col = table.columnsByName.get(column)!;
-  const d = fromWire(col.kind, value, col.typname);
+  const d = fromWire(col.kind, value);
   if (!d.ok) throw new HttpError('INVALID_VALUE', `${table.name}.${column} (change ${index}): ${d.reason}`, { table: table.name, column, index });
   return d.param;
 }
@@ -239,7 +239,7 @@ async function clientIsNewer(tx: SqlExecutor, change: PreparedChange, server: Re
   const col = change.table.columnsByName.get(column);
   const i = change.columns.indexOf(column);
   if (!col || i === -1 || change.params[i] === null) return false;
-  const serverValue = fromWire(col.kind, server[column], col.typname);
+  const serverValue = fromWire(col.kind, server[column]);
   if (!serverValue.ok || serverValue.param === null) return true;
   const { rows } = await tx.query<{ newer: boolean }>(
     `SELECT ${castParam(col, '$1')} > ${castParam(col, '$2')} AS newer`,

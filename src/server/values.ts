@@ -1,3 +1,5 @@
+import type { PgTypeKind } from '../sync/pg-type.js';
+
 /**
  * The wire value table of docs/protocol.md, in one place: database value → JSON (downloads, feed,
  * conflict answers) and JSON → SQL parameter text (uploads, bulk loads, resume keys).
@@ -6,31 +8,17 @@
  * PGlite see the same thing and no driver-side conversion can lose digits.
  */
 
-/** Names how a column's values are encoded on the wire, derived from its PostgreSQL type. */
-export type ValueKind =
-  | 'int'
-  | 'int8'
-  | 'numeric'
-  | 'float'
-  | 'bool'
-  | 'text'
-  | 'date'
-  | 'time'
-  | 'timestamp'
-  | 'timestamptz'
-  | 'bytea'
-  | 'uuid'
-  | 'json'
-  | 'other';
+/** Names how a column's values are encoded on the wire: the kinds of the shared conversion rules. */
+export type ValueKind = PgTypeKind;
 
 const KIND_BY_TYPNAME: Record<string, ValueKind> = {
-  int2: 'int',
-  int4: 'int',
+  int2: 'int2',
+  int4: 'int4',
   int8: 'int8',
   numeric: 'numeric',
   float4: 'float',
   float8: 'float',
-  bool: 'bool',
+  bool: 'boolean',
   text: 'text',
   varchar: 'text',
   bpchar: 'text',
@@ -65,7 +53,8 @@ export function toWire(kind: ValueKind, value: unknown): unknown {
     case 'float':
       if (typeof value === 'number' && !Number.isFinite(value)) return Number.isNaN(value) ? 'NaN' : value > 0 ? 'Infinity' : '-Infinity';
       return typeof value === 'string' ? Number(value) : value;
-    case 'int':
+    case 'int2':
+    case 'int4':
       return typeof value === 'number' ? value : Number(value);
     case 'int8':
     case 'numeric':
@@ -91,11 +80,12 @@ export function toWire(kind: ValueKind, value: unknown): unknown {
 export function textToWire(kind: ValueKind, text: string | null): unknown {
   if (text === null) return null;
   switch (kind) {
-    case 'int':
+    case 'int2':
+    case 'int4':
       return Number(text);
     case 'float':
       return /^-?\d/.test(text) ? Number(text) : text;
-    case 'bool':
+    case 'boolean':
       return text === 'true' || text === 't';
     case 'timestamp':
       return normaliseTimestamp(text, false);
@@ -125,7 +115,7 @@ export function normaliseTimestamp(text: string, withZone: boolean): string {
   return `${date}T${time}${zone}`;
 }
 
-const INT_LIMITS: Record<string, number> = { int2: 32767, int4: 2147483647 };
+const INT_LIMITS = { int2: 32767, int4: 2147483647 } as const;
 const NUMERIC_TEXT = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
 const DATE_TEXT = /^\d{4,}-\d{2}-\d{2}( BC)?$/;
 const TIME_TEXT = /^\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$/;
@@ -140,17 +130,18 @@ export type Decoded = { ok: true; param: string | null } | { ok: false; reason: 
 
 /**
  * Decodes one wire value for a column into the text bound as `$n::text::<type>`.
- * `typname` refines integer ranges; the database still has the last word (e.g. 2026-02-30).
+ * The database still has the last word (e.g. 2026-02-30).
  */
-export function fromWire(kind: ValueKind, value: unknown, typname = ''): Decoded {
+export function fromWire(kind: ValueKind, value: unknown): Decoded {
   if (value === null || value === undefined) return { ok: true, param: null };
   const bad = (expected: string): Decoded => ({ ok: false, reason: `expected ${expected}, got ${describe(value)}` });
   switch (kind) {
-    case 'int': {
+    case 'int2':
+    case 'int4': {
       const n = typeof value === 'string' && /^-?\d{1,10}$/.test(value) ? Number(value) : value;
       if (typeof n !== 'number' || !Number.isInteger(n)) return bad('an integer');
-      const limit = INT_LIMITS[typname] ?? 2147483647;
-      if (n > limit || n < -limit - 1) return bad(`an integer within ${typname || 'integer'} range`);
+      const limit = INT_LIMITS[kind];
+      if (n > limit || n < -limit - 1) return bad(`an integer within ${kind} range`);
       return { ok: true, param: String(n) };
     }
     case 'int8':
@@ -165,7 +156,7 @@ export function fromWire(kind: ValueKind, value: unknown, typname = ''): Decoded
       if (typeof value === 'number' && Number.isFinite(value)) return { ok: true, param: String(value) };
       if (value === 'NaN' || value === 'Infinity' || value === '-Infinity') return { ok: true, param: value };
       return bad('a number (or "NaN", "Infinity", "-Infinity")');
-    case 'bool':
+    case 'boolean':
       return typeof value === 'boolean' ? { ok: true, param: value ? 'true' : 'false' } : bad('true or false');
     case 'text':
       if (typeof value !== 'string') return bad('a string');

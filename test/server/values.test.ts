@@ -24,9 +24,9 @@ describe('values', () => {
   });
 
   it('turns changelog key text back into wire values for tombstones', () => {
-    expect(textToWire('int', '42')).toBe(42);
+    expect(textToWire('int4', '42')).toBe(42);
     expect(textToWire('int8', '9007199254740993')).toBe('9007199254740993');
-    expect(textToWire('bool', 'true')).toBe(true);
+    expect(textToWire('boolean', 'true')).toBe(true);
     expect(textToWire('timestamptz', '2026-11-25T09:30:00+00:00')).toBe('2026-11-25T09:30:00Z');
     expect(textToWire('bytea', '\\x0001')).toBe('AAE=');
   });
@@ -35,12 +35,12 @@ describe('values', () => {
     expect(fromWire('int8', '9223372036854775807')).toEqual({ ok: true, param: '9223372036854775807' });
     expect(fromWire('int8', 42)).toEqual({ ok: true, param: '42' });
     expect(fromWire('int8', 2 ** 53 + 2).ok).toBe(false);
-    expect(fromWire('int', 40000, 'int2').ok).toBe(false);
-    expect(fromWire('int', 1.5, 'int4').ok).toBe(false);
+    expect(fromWire('int2', 40000).ok).toBe(false);
+    expect(fromWire('int4', 1.5).ok).toBe(false);
     expect(fromWire('numeric', '1e3')).toEqual({ ok: true, param: '1e3' });
     expect(fromWire('numeric', '12,5').ok).toBe(false);
     expect(fromWire('float', 'Infinity')).toEqual({ ok: true, param: 'Infinity' });
-    expect(fromWire('bool', 1).ok).toBe(false);
+    expect(fromWire('boolean', 1).ok).toBe(false);
     expect(fromWire('bytea', 'AAEC/w==')).toEqual({ ok: true, param: '\\x000102ff' });
     expect(fromWire('json', { a: 1 })).toEqual({ ok: true, param: '{"a":1}' });
     expect(fromWire('timestamp', '2026-11-25 09:30:00')).toEqual({ ok: true, param: '2026-11-25 09:30:00' });
@@ -48,12 +48,13 @@ describe('values', () => {
     expect(fromWire('date', '25/11/2026').ok).toBe(false);
     expect(fromWire('uuid', 'not-a-uuid').ok).toBe(false);
     expect(fromWire('other', ['array']).ok).toBe(false);
-    const bad = fromWire('bool', 'yes');
+    const bad = fromWire('boolean', 'yes');
     expect(bad.ok === false && bad.reason).toBe('expected true or false, got "yes"');
   });
 
   it('maps type names to wire kinds', () => {
-    expect(kindOfType('int4')).toBe('int');
+    expect(kindOfType('int4')).toBe('int4');
+    expect(kindOfType('bool')).toBe('boolean');
     expect(kindOfType('varchar')).toBe('text');
     expect(kindOfType('jsonb')).toBe('json');
     expect(kindOfType('interval')).toBe('other');
