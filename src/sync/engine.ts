@@ -5,7 +5,7 @@ import { RequestRejectedError } from '../client/index.js';
 import { EpetsyncError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { fromWire, toWire, type SqliteValue, type WireValue } from './convert.js';
-import { INTERNAL_PREFIX, META, installCapture, parseKey, quoteIdent, readMeta, writeMeta, type PrimaryKeyValue } from './local-capture.js';
+import { INTERNAL_PREFIX, META, applyWithoutCapture, installCapture, parseKey, quoteIdent, readMeta, writeMeta, type PrimaryKeyValue } from './local-capture.js';
 import { parsePgType, type PgType } from './pg-type.js';
 import { OUTBOX, ensureSyncTables, quarantineChange, recordConflict } from './store.js';
 
@@ -136,7 +136,8 @@ export class SyncEngine {
     this.remote = options.remote;
     this.policy = options.policy ?? 'server-wins';
     this.updatedAtColumn = options.updatedAtColumn;
-    this.batchSize = options.batchSize ?? 500;
+    // The protocol caps feed pages and upload batches at 5000 (server info may say less).
+    this.batchSize = Math.min(5000, Math.max(1, options.batchSize ?? 500));
     this.timezone = options.timezone ?? 'UTC';
     this.logger = options.logger;
     this.hooks = options.hooks ?? {};
@@ -260,7 +261,7 @@ export class SyncEngine {
 
   /** Coalesces the changelog head per row into a batch and persists it in the outbox before anything is sent. */
   private buildBatch(result: CycleResult): OutboxRow | undefined {
-    const limit = this.splitLimit ?? this.batchSize;
+    const limit = Math.min(this.info?.limits?.max_batch_changes ?? 5000, this.splitLimit ?? this.batchSize);
     const build = this.db.transaction((): OutboxRow | undefined => {
       for (;;) {
         const built = this.buildFromHead(limit, result);
@@ -588,12 +589,13 @@ export class SyncEngine {
     for (let attempt = 0; ; attempt++) {
       const collisions = this.pullCollisions(page);
       const ids = await this.allocate(collisions.map((c) => ({ table: c.table })), signal);
-      const apply = this.db.transaction((): boolean => {
+      // One write transaction, capture suppressed: the page, its collisions and its cursor commit together.
+      const applied = applyWithoutCapture(this.db, (): boolean => {
         const now = this.pullCollisions(page);
         // A desktop insert between the scan and the lock: take more ids and start the page again.
         if (now.some((c) => !collisions.some((d) => d.table === c.table && d.keyText === c.keyText))) return false;
         this.db.pragma('defer_foreign_keys = ON');
-        return this.suppressed(() => {
+        {
           const movedKeys = new Set<string>();
           // Moved first, so a remote child applied below is never taken along.
           for (const c of now) {
@@ -620,9 +622,9 @@ export class SyncEngine {
           writeMeta(this.db, META.pullCursor, page.cursor);
           this.hooks.beforePullCommit?.(page);
           return true;
-        });
+        }
       });
-      if (apply.immediate()) return;
+      if (applied) return;
       if (attempt >= 3) throw new EpetsyncError('EPS_DB_BUSY', 'The desktop app kept inserting colliding rows while a feed page was applied', { hint: 'Run the sync again.' });
     }
   }
