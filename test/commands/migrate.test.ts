@@ -1,4 +1,5 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -156,6 +157,18 @@ describe('migrate', () => {
     expect(verify.code).toBe(0);
     expect(verify.stdout).toContain('Verified: both sides hold the same rows.');
     expect(verify.stdout).toMatch(/clinic vaccine log\s+\d+\s+0/);
+  });
+
+  it('refuses to run while another epetsync holds the database lock', async () => {
+    const lock = `${bed.folder.db}.epetsync.lock`;
+    writeFileSync(lock, `${JSON.stringify({ pid: process.pid, host: hostname(), startedAt: new Date().toISOString(), command: 'monitor' })}\n`);
+    try {
+      const run = await bed.cli(['migrate']);
+      expect(run.code).toBe(7);
+      expect(run.stderr).toContain(`Error: Another epetsync (monitor, pid ${process.pid}) is already syncing ${bed.folder.db}`);
+    } finally {
+      unlinkSync(lock);
+    }
   });
 
   it('refuses a remote with different data without --force, naming tables and keys; --force keeps a verified remote copy, then replaces', async () => {

@@ -13,6 +13,7 @@ import type { Logger } from '../../logger.js';
 import { TableChecksum } from '../checksum.js';
 import type { ConvertOptions, NoteKind, WireValue } from '../convert.js';
 import { installCapture, META, writeMeta } from '../local-capture.js';
+import { acquireLock, type HeldLock } from '../lock.js';
 import { parsePgType } from '../pg-type.js';
 import { createTableSql, mapTable, type TableSpec } from './schema-map.js';
 import { buildMapping, convertRow, localKey, readPages, reportable, type RowProblem, type TableMapping, type ValueProblemKind } from './rows.js';
@@ -162,6 +163,7 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
   const convert: ConvertOptions = { timezone: config.database.timezone };
   const mode: MigrateResult['mode'] = options.checkOnly ? 'check' : options.verifyOnly ? 'verify' : 'migrate';
   const db = openDatabase(config.database.path, { mode: 'read', busyTimeoutMs: config.database.busyTimeoutMs });
+  let lock: HeldLock | undefined;
   try {
     const integrity = quickCheck(db);
     const quick = integrity.ok ? 'ok' : integrity.messages.slice(0, 3).join('; ');
@@ -266,6 +268,9 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
 
     const replace = differing.length > 0 || state?.mode === 'replace';
     const now = deps.now ?? (() => new Date());
+    // One writer at a time: monitor or another migrate on the same database would race the load.
+    lock = acquireLock(config.database.path, 'migrate');
+    if (lock.takenOver) logger.warn({ pid: lock.takenOver.pid, command: lock.takenOver.command }, 'took over the lock of an epetsync that ended without releasing it');
     const backup = await takeBackup({ databasePath: config.database.path, backupDir: config.database.backupDir, busyTimeoutMs: config.database.busyTimeoutMs, now });
     result.backup = backup.backup.path;
     logger.info({ backup: result.backup }, 'local backup taken before migrate');
@@ -351,6 +356,7 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
     await verifyAll(db, client, planned, convert, deps.signal, result, rejects);
     return finishResult(result, started);
   } finally {
+    lock?.release();
     db.close();
   }
 }
