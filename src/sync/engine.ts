@@ -27,6 +27,8 @@ export type ConflictPolicy = 'server-wins' | 'client-wins' | 'newest-wins';
 /** Describes the remote side the engine needs; RemoteDatabaseClient implements it. */
 export interface SyncRemote {
   readonly nodeId: string;
+  /** The server address (recorded beside the cursor, which only that server can read). */
+  readonly url?: URL | undefined;
   info(options?: { signal?: AbortSignal | undefined }): Promise<ServerInfo>;
   changesSince(cursor: string, options?: { limit?: number; wait?: number; signal?: AbortSignal | undefined }): Promise<ChangePage>;
   upload(batch: UploadBatch, options?: { signal?: AbortSignal | undefined }): Promise<UploadResponse>;
@@ -112,6 +114,7 @@ interface OutboxRow {
 type Row = Record<string, SqliteValue>;
 
 const INT_KINDS = new Set(['int2', 'int4', 'int8']);
+const SCOPE_REFRESH_MS = 10 * 60_000;
 const CHANGELOG = `${INTERNAL_PREFIX}changelog`;
 
 /** Runs sync cycles for one desktop database against one server. */
@@ -128,6 +131,8 @@ export class SyncEngine {
   private scope = new Map<string, ScopeTable>();
   private info: ServerInfo | undefined;
   private splitLimit: number | undefined;
+  private preparedAt = 0;
+  private rescoped = false;
   private cycleWaiters: Array<() => void> = [];
 
   constructor(options: SyncEngineOptions) {
@@ -150,6 +155,7 @@ export class SyncEngine {
   async prepare(signal?: AbortSignal): Promise<{ tables: string[]; cursor: string }> {
     const info = await this.remote.info({ signal });
     this.info = info;
+    this.preparedAt = Date.now();
     this.scope = buildScope(this.db, info, this.options.include, this.options.exclude);
     ensureSyncTables(this.db);
     installCapture(this.db, [...this.scope.values()].map((t) => ({ name: t.name, primaryKey: t.primaryKey })));
@@ -163,6 +169,11 @@ export class SyncEngine {
       start.immediate();
       cursor = readMeta(this.db, META.pullCursor)!;
     }
+    const here = this.remote.url?.href;
+    const recorded = readMeta(this.db, META.serverId);
+    if (here !== undefined && recorded === null) writeMeta(this.db, META.serverId, here);
+    // A moved address can be the same server; the server itself refuses a cursor it did not issue (INVALID_CURSOR).
+    else if (here !== undefined && recorded !== here) this.logger?.warn({ recorded, now: here }, 'the pull cursor was recorded with another server address');
     return { tables: [...this.scope.keys()], cursor };
   }
 
@@ -211,7 +222,8 @@ export class SyncEngine {
 
   private async cycle(signal: AbortSignal | undefined): Promise<CycleResult> {
     const started = Date.now();
-    if (!this.info) await this.prepare(signal);
+    // Re-read the scope now and then: the web app migrates, tables and columns come and go.
+    if (!this.info || Date.now() - this.preparedAt > SCOPE_REFRESH_MS) await this.prepare(signal);
     const result: CycleResult = { pushed: 0, batches: 0, pulled: 0, conflicts: 0, collisions: 0, quarantined: 0, pending: 0, lagSeconds: 0, durationMs: 0, cursor: '' };
     await this.push(result, signal);
     await this.pull(result, signal);
@@ -241,6 +253,13 @@ export class SyncEngine {
       try {
         answer = await this.remote.upload(batch);
       } catch (error) {
+        if (error instanceof RequestRejectedError && (error.wireCode === 'UNKNOWN_TABLE' || error.wireCode === 'UNKNOWN_COLUMN') && !this.rescoped) {
+          // The web app migrated under us: rebuild the batch against the server's current scope once before blaming the change.
+          this.rescoped = true;
+          this.db.prepare(`DELETE FROM ${OUTBOX} WHERE seq = ?`).run(row.seq);
+          await this.prepare(signal);
+          continue;
+        }
         if (this.isPermanent(error)) {
           this.handleRejection(row, plan, batch, error as RequestRejectedError, result);
           continue;
@@ -251,6 +270,7 @@ export class SyncEngine {
       this.hooks.afterUpload?.(batch.batch_id);
       await this.settle(row, plan, batch, answer, result, signal);
       this.splitLimit = undefined;
+      this.rescoped = false;
       result.batches += 1;
     }
   }
