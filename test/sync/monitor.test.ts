@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteDatabaseClient } from '../../src/client/index.js';
-import { SyncEngine } from '../../src/sync/engine.js';
+import { SyncEngine, type SyncRemote } from '../../src/sync/engine.js';
 import { isTransient, retryDelayMs, runMonitor, type CycleReport } from '../../src/sync/monitor.js';
 import { desktopWrite } from '../helpers/desktop-writer.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
@@ -88,6 +88,38 @@ con.execute("COMMIT")
     await running;
     expect(reports.find((r) => !r.ok)).toMatchObject({ ok: false, code: 'SQLITE_BUSY' });
     expect(reports.at(-1)).toMatchObject({ ok: true });
+    db.close();
+    await client.close();
+  });
+
+  it('finishes the batch in flight when asked to stop, leaving nothing unacknowledged', async () => {
+    const path = createDesktopDb();
+    const db = openDesktop(path);
+    const client = new RemoteDatabaseClient({ url: remote.url, username: USER, password: PASSWORD, nodeId: 'desk-stop' });
+    const stop = new AbortController();
+    let uploads = 0;
+    // The stop request arrives while the upload is on the wire.
+    const slow: SyncRemote = {
+      nodeId: client.nodeId,
+      info: (o) => client.info(o),
+      changesSince: (cursor, o) => client.changesSince(cursor, o),
+      allocateIds: (table, count, above, o) => client.allocateIds(table, count, above, o),
+      upload: async (batch, o) => {
+        uploads += 1;
+        stop.abort();
+        await new Promise((r) => setTimeout(r, 300));
+        return client.upload(batch, o);
+      },
+    };
+    const engine = new SyncEngine({ db, remote: slow, batchSize: 1 });
+    await engine.prepare();
+    desktopWrite(path, [[["INSERT INTO clinic_species VALUES ('s1', 'One')"], ["INSERT INTO clinic_species VALUES ('s2', 'Two')"]]]);
+    const summary = await runMonitor({ engine, remote: slow, dbPath: path, intervalSeconds: 60, realTime: false, once: false, signal: stop.signal });
+    expect(summary).toMatchObject({ cycles: 1, pushed: 1, stoppedBy: 'signal' });
+    expect(uploads).toBe(1);
+    expect(db.prepare('SELECT count(*) FROM _epetsync_outbox').pluck().get()).toBe(0n);
+    expect(db.prepare('SELECT count(*) FROM _epetsync_changelog').pluck().get()).toBe(1n);
+    expect((await remote.sql<{ code: string }>(`SELECT code FROM clinic_species WHERE code IN ('s1', 's2')`)).length).toBe(1);
     db.close();
     await client.close();
   });
