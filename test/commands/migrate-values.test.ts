@@ -138,6 +138,10 @@ describe('migrate with values that cannot be converted', () => {
         expect(human.code).toBe(1);
         expect(human.stderr).toContain(`Error: ${c.table} ${JSON.stringify(key)} column "${c.column}"`);
 
+        if (c.kind === 'refused-by-remote') {
+          // Emptied after a partial load: the next run must start those tables over, not continue after the old checkpoint.
+          await target.sql(`TRUNCATE ${CLINIC_TABLES.map((t) => `"${t}"`).join(', ')}`);
+        }
         const rejectFile = join(folder.dir, 'rejects.ndjson');
         const run = await cli(['--json', 'migrate', '--reject-file', rejectFile]);
         expect(run.code, run.stdout).toBe(0);

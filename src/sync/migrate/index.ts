@@ -12,7 +12,7 @@ import { EpetsyncError, MigrationError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { TableChecksum } from '../checksum.js';
 import type { ConvertOptions, NoteKind, WireValue } from '../convert.js';
-import { installCapture, META, writeMeta } from '../local-capture.js';
+import { installCapture, META, readMeta, writeMeta } from '../local-capture.js';
 import { acquireLock, type HeldLock } from '../lock.js';
 import { parsePgType } from '../pg-type.js';
 import { createTableSql, mapTable, type TableSpec } from './schema-map.js';
@@ -148,6 +148,8 @@ interface Planned {
 
 interface MigrateState {
   loadId: string;
+  /** Load ids of tables that started over (their remote table was emptied after a partial load). */
+  tableLoadIds?: Record<string, string>;
   url: string;
   database: string;
   mode: 'load' | 'replace';
@@ -236,7 +238,7 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
         continue;
       }
       if (state) {
-        const status = await client.bulkStatus(p.remote.name, state.loadId, { signal: deps.signal });
+        const status = await client.bulkStatus(p.remote.name, tableLoadId(state, p.remote.name), { signal: deps.signal });
         if ((state.mode === 'load' && status.total_rows === p.report.remoteRows) || state.mode === 'replace') {
           p.report.action = state.mode === 'replace' ? 'replace' : 'resume';
           continue;
@@ -297,7 +299,6 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
       });
     }
     result.remoteBackup = current.remoteBackup;
-    result.cursor = current.cursor;
 
     // Capture local writes from now on: rows the desktop app changes during the load are pushed later by monitor.
     const captured = captureScope(db, info, config);
@@ -313,7 +314,12 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
       for (const p of planned) {
         // A replace swaps every table at once (children reference parents), so unchanged tables are staged too.
         if (p.report.action === 'same' && !replace) continue;
-        await loadTable(db, client, p, current, replace, convert, rejects, deps);
+        await loadTable(db, client, p, current, replace, convert, rejects, deps, (table, id) => {
+          current.tableLoadIds = { ...current.tableLoadIds, [table]: id };
+          updateState(statePath, (st) => {
+            st.migrate = current;
+          });
+        });
       }
     } finally {
       rejects?.close();
@@ -340,10 +346,15 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
 
     const meta = openDatabase(config.database.path, { mode: 'write', busyTimeoutMs: config.database.busyTimeoutMs });
     try {
-      meta.transaction(() => {
-        writeMeta(meta, META.pullCursor, current.cursor);
+      result.cursor = meta.transaction(() => {
+        // A cursor monitor already holds for this server is older than ours: keep it (replaying the feed
+        // is idempotent; skipping past it could lose web-app changes to tables this run did not touch).
+        const held = readMeta(meta, META.serverId) === client.url.href ? readMeta(meta, META.pullCursor) : null;
+        const cursor = held ?? current.cursor;
+        writeMeta(meta, META.pullCursor, cursor);
         writeMeta(meta, META.serverId, client.url.href);
         writeMeta(meta, META.migratedAt, now().toISOString());
+        return cursor;
       }).immediate();
     } finally {
       meta.close();
@@ -576,14 +587,21 @@ async function loadTable(
   convert: ConvertOptions,
   rejects: RejectLog | null,
   deps: MigrateDeps,
+  renew: (table: string, loadId: string) => void,
 ): Promise<void> {
   const started = performance.now();
   const table = p.remote.name;
   const columns = p.mapping.columns.map((c) => c.name);
-  const status = await client.bulkStatus(table, state.loadId, { signal: deps.signal });
+  let loadId = stage ? state.loadId : tableLoadId(state, table);
+  const status = await client.bulkStatus(table, loadId, { signal: deps.signal });
   // Only a table whose remote rows are exactly the checkpoint's continues after it; an emptied one starts over.
   // Staged rows are only ever ours (the staging table belongs to this load id), so a replace always continues.
   const resume = stage ? status.last_key !== null : p.report.action === 'resume';
+  if (!resume && !stage && status.total_rows > 0) {
+    // The remote table was emptied after a partial load: a fresh checkpoint, so a later crash resumes correctly.
+    loadId = `${state.loadId}.${randomBytes(3).toString('hex')}`;
+    renew(table, loadId);
+  }
   const after = resume && status.last_key ? localKey(p.mapping, status.last_key, convert) : null;
   let loaded = resume ? status.total_rows : 0;
   const progress = (done: boolean): void => {
@@ -598,8 +616,8 @@ async function loadTable(
       if (deps.signal.aborted) throw interrupted();
       try {
         const answer = stage
-          ? await stageRows(client, table, rows, { loadId: state.loadId, columns, signal: deps.signal })
-          : await client.bulkLoad(table, rows, { loadId: state.loadId, columns, signal: deps.signal });
+          ? await stageRows(client, table, rows, { loadId, columns, signal: deps.signal })
+          : await client.bulkLoad(table, rows, { loadId, columns, signal: deps.signal });
         loaded += answer.rows;
         return;
       } catch (error) {
@@ -608,7 +626,7 @@ async function loadTable(
         await sleep(Math.min(30_000, 500 * 2 ** attempt), undefined, { signal: deps.signal }).catch(() => {
           throw interrupted();
         });
-        const now = await client.bulkStatus(table, state.loadId, { signal: deps.signal });
+        const now = await client.bulkStatus(table, loadId, { signal: deps.signal });
         if (JSON.stringify(now.last_key) === JSON.stringify(lastKey)) {
           // The request committed but its answer was lost: the checkpoint proves it.
           loaded += rows.length;
@@ -676,6 +694,10 @@ async function loadTable(
   p.report.seconds = round((performance.now() - started) / 1000);
   p.report.rowsPerSecond = p.report.seconds > 0 ? Math.round(loaded / p.report.seconds) : loaded;
   progress(true);
+}
+
+function tableLoadId(state: MigrateState, table: string): string {
+  return state.tableLoadIds?.[table] ?? state.loadId;
 }
 
 function unconvertibleError(problem: RowProblem): MigrationError {
