@@ -16,6 +16,18 @@ export const COMMANDS: CommandSpec[] = [
     load: async () => (await import('../commands/status.js')).default,
   },
   {
+    name: 'diagnose',
+    description: 'check config, the desktop database, backups, network, TLS, the sync API, login and sync health; --fix repairs what is safe',
+    examples: ['epetsync diagnose', 'epetsync diagnose --deep', 'epetsync diagnose --fix', 'epetsync diagnose --fix --yes --json', 'epetsync diagnose --group config,local'],
+    define: (cmd) =>
+      cmd
+        .option('--fix', 'repair what is safe to repair, then check again and show before -> after')
+        .option('--deep', 'slower, thorough checks: integrity_check instead of quick_check, checksums instead of row counts')
+        .option('-y, --yes', 'allow --fix to restore a corrupt database from the newest good backup without asking')
+        .option('--group <groups>', 'only these groups (comma-separated: config, local, backups, network, api, auth, sync, ids, desktop)'),
+    load: async () => (await import('../commands/diagnose.js')).default,
+  },
+  {
     name: 'monitor',
     description: 'keep the desktop database and the web app in step: two-way sync on an interval and in real time, self-healing',
     examples: ['epetsync monitor', 'epetsync monitor --once', 'epetsync monitor --interval 60 --fix', 'epetsync monitor --background', 'epetsync monitor --stop'],
