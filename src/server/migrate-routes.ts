@@ -219,7 +219,7 @@ export async function migrateRoutes(app: FastifyInstance, options: MigrateRoutes
     const load = parseBulkBody(options.schema(), q.table, request.body as string);
     const stage = stageName(q.load_id, load.table.name);
     return db.transaction(async (tx) => {
-      await tx.query(`CREATE TABLE IF NOT EXISTS ${stage} (LIKE ${load.table.sqlName} INCLUDING DEFAULTS)`);
+      await tx.query(`CREATE TABLE IF NOT EXISTS ${stage} (LIKE ${load.table.sqlName} INCLUDING DEFAULTS INCLUDING GENERATED)`);
       if (load.rows.length > 0) await stageRows(tx, stage, load.table, load.columns, load.rows, load.lines, db.kind === 'postgres');
       const { rows } = await tx.query<{ total_rows: string; last_key: unknown[] | null }>(
         `INSERT INTO epetsync.bulk_loads (load_id, table_name, total_rows, last_key) VALUES ($1::text, $2::text, $3::int, $4::text::jsonb)
@@ -257,7 +257,8 @@ export async function migrateRoutes(app: FastifyInstance, options: MigrateRoutes
           out.push({ table: t.name, rows: 0 });
           continue;
         }
-        const cols = t.columns.map((c) => quoteIdent(c.name)).join(', ');
+        // Generated columns are computed by PostgreSQL and cannot be written.
+        const cols = t.columns.filter((c) => !c.generated).map((c) => quoteIdent(c.name)).join(', ');
         const overriding = t.columns.some((c) => c.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
         try {
           const r = await tx.query(`INSERT INTO ${t.sqlName} (${cols})${overriding} SELECT ${cols} FROM ${stage}`);
