@@ -23,8 +23,11 @@ export async function runChecks(checks: readonly Check[], ctx: DiagnoseContext, 
   const out: CheckResult[] = [];
   for (const check of checks) {
     const blocker = (check.needs ?? []).map((id) => byId.get(id)).find((r) => r !== undefined && !PASSING.has(r.status));
+    const unselected = (check.needs ?? []).find((id) => !byId.has(id));
     let outcome: CheckOutcome;
-    if (blocker) {
+    if (unselected !== undefined) {
+      outcome = { status: 'skipped', found: `not run: needs ${unselected}, which was not run (see --group)` };
+    } else if (blocker) {
       outcome = { status: 'skipped', found: `not run: ${blocker.id} ${blocker.status === 'skipped' ? 'was skipped' : 'failed'}` };
     } else {
       try {

