@@ -1,9 +1,11 @@
 import { spawn } from 'node:child_process';
-import { copyFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLINIC_TABLES, generateClinicDatabase } from '../../src/sync/generate.js';
 import { BIN } from '../helpers/cli.js';
 import { clinicFolderFor, startMigrateBed, type MigrateBed } from '../helpers/clinic-db.js';
+import { startFaultProxy } from '../helpers/fault-proxy.js';
 import { pgQuery } from '../helpers/pg.js';
 
 const KEYS: Record<string, string> = { clinic_pet_tags: 'pet_id, tag' };
@@ -78,4 +80,58 @@ describe('migrate killed with SIGKILL', () => {
     expect(out.result.tables.reduce((n, t) => n + t.loaded, 0)).toBe(total - 3 - 1); // all but django_session (3) and django_migrations (1)
     expect(await contents(killed.pg.url)).toEqual(await contents(reference.pg.url));
   }, 170_000);
+
+  it('survives a lost answer and the network going away: checks the checkpoint, retries, and loads every row once', async () => {
+    const bed = await startMigrateBed('eps_mignet');
+    const proxy = await startFaultProxy(bed.server.url);
+    try {
+      const { folder } = clinicFolderFor(bed);
+      const config = JSON.parse(readFileSync(folder.config, 'utf8')) as { remote_database: { url: string } };
+      config.remote_database.url = proxy.url;
+      writeFileSync(folder.config, JSON.stringify(config));
+      const generated = generateClinicDatabase(folder.db, { scale: 3000, seed: 5 });
+      const child = spawn(process.execPath, [BIN, '--config', folder.config, '--json', 'migrate'], {
+        env: { ...process.env, NO_COLOR: '1', CI: 'true', EPETSYNC_PASSWORD: 'correct horse battery' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      const waitRows = async (n: number): Promise<void> => {
+        while ((await loadedRows(bed.pg.url)) < n) await new Promise((r) => setTimeout(r, 10));
+      };
+      let done = false;
+      void exited.then(() => { done = true; });
+      const logFile = join(folder.root, 'logs', 'epetsync.log');
+      const lost = (): boolean => existsSync(logFile) && readFileSync(logFile, 'utf8').includes('answer was lost');
+      await waitRows(1);
+      // Cut off the next answer until one of them was a bulk answer the server had already committed.
+      while (!lost() && !done) {
+        proxy.resetAfter(0);
+        const before = await loadedRows(bed.pg.url);
+        while (!done && (await loadedRows(bed.pg.url)) <= before) await new Promise((r) => setTimeout(r, 10));
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      proxy.clear();
+      // Then the network goes away for a while.
+      await proxy.refuse();
+      await new Promise((r) => setTimeout(r, 1500));
+      await proxy.accept();
+      expect(await exited, stdout).toBe(0);
+      const out = JSON.parse(stdout) as { result: { mismatched: string[]; tables: Array<{ table: string; loaded: number; verified: boolean }> } };
+      expect(out.result.mismatched).toEqual([]);
+      for (const t of out.result.tables) {
+        expect(t.verified, t.table).toBe(true);
+        expect(t.loaded, t.table).toBe(generated.rows[t.table]);
+        const remote = await pgQuery<{ n: string }>(bed.pg.url, `SELECT count(*)::text AS n FROM "${t.table}"`);
+        expect(Number(remote[0]!.n), t.table).toBe(generated.rows[t.table]);
+      }
+      const log = readFileSync(join(folder.root, 'logs', 'epetsync.log'), 'utf8');
+      expect(log).toContain('checking the checkpoint and retrying');
+      expect(log).toContain('the bulk request committed but its answer was lost; continuing after it');
+    } finally {
+      await proxy.close();
+      await bed.close();
+    }
+  }, 120_000);
 });

@@ -629,6 +629,7 @@ async function loadTable(
         const now = await client.bulkStatus(table, loadId, { signal: deps.signal });
         if (JSON.stringify(now.last_key) === JSON.stringify(lastKey)) {
           // The request committed but its answer was lost: the checkpoint proves it.
+          deps.logger.info({ table, loadId }, 'the bulk request committed but its answer was lost; continuing after it');
           loaded += rows.length;
           return;
         }
