@@ -293,70 +293,68 @@ export class SyncEngine {
   }
 
   private buildFromHead(limit: number, result: CycleResult): OutboxRow | undefined | 'again' {
-    {
-      const head = this.db.prepare(`SELECT seq, table_name, pk, op FROM ${CHANGELOG} ORDER BY seq LIMIT ?`).safeIntegers(false).all(limit) as Array<{
-        seq: number;
-        table_name: string;
-        pk: string;
-        op: 'I' | 'U' | 'D';
-      }>;
-      if (head.length === 0) return undefined;
-      const rows = new Map<string, PlanEntry>();
-      for (const e of head) {
-        const key = `${e.table_name}\u0000${e.pk}`;
-        if (!rows.has(key)) rows.set(key, { table: e.table_name, pkText: e.pk, seqs: [], firstOp: e.op });
-      }
-      const allOfRow = this.db.prepare(`SELECT seq, op FROM ${CHANGELOG} WHERE table_name = ? AND pk = ? ORDER BY seq`).safeIntegers(false);
-      const changes: Array<{ change: UploadChange; plan: PlanEntry; firstSeq: number }> = [];
-      for (const entry of rows.values()) {
-        // Later entries of the same row are covered by the current values read now.
-        const all = allOfRow.all(entry.table, entry.pkText) as Array<{ seq: number; op: 'I' | 'U' | 'D' }>;
-        entry.seqs = all.map((a) => a.seq);
-        entry.firstOp = all[0]?.op ?? entry.firstOp;
-        const table = this.scope.get(entry.table);
-        const pkValues = safeParseKey(entry.pkText);
-        if (!table || !pkValues || pkValues.length !== table.primaryKey.length) {
-          quarantineChange(this.db, {
-            table: entry.table,
-            pkText: entry.pkText,
-            pk: { key: entry.pkText },
-            op: 'upsert',
-            change: null,
-            seqs: entry.seqs,
-            code: 'NOT_SYNCED',
-            reason: table ? `the changelog key ${entry.pkText} does not match the primary key of ${entry.table}` : `table ${entry.table} is not synced by the server`,
-            requestId: null,
-          });
-          result.quarantined += 1;
-          continue;
-        }
-        const built = this.changeFor(table, pkValues);
-        if (!built.ok) {
-          quarantineChange(this.db, {
-            table: entry.table,
-            pkText: entry.pkText,
-            pk: built.pk,
-            op: built.op,
-            change: null,
-            seqs: entry.seqs,
-            code: 'UNCONVERTIBLE',
-            reason: built.reason,
-            requestId: null,
-          });
-          result.quarantined += 1;
-          continue;
-        }
-        changes.push({ change: built.change, plan: entry, firstSeq: entry.seqs[0] ?? 0 });
-      }
-      if (changes.length === 0) return 'again';
-      // Parents before children for upserts, children before parents for deletes.
-      const order = (c: UploadChange): number => this.scope.get(c.table)?.order ?? 0;
-      const upserts = changes.filter((c) => c.change.op === 'upsert').sort((a, b) => order(a.change) - order(b.change) || a.firstSeq - b.firstSeq);
-      const deletes = changes.filter((c) => c.change.op === 'delete').sort((a, b) => order(b.change) - order(a.change) || a.firstSeq - b.firstSeq);
-      const ordered = [...upserts, ...deletes];
-      const batch: UploadBatch = { batch_id: this.newBatchId(), base_cursor: this.cursor(), changes: ordered.map((c) => c.change) };
-      return this.persistBatch(batch, ordered.map((c) => c.plan));
+    const head = this.db.prepare(`SELECT seq, table_name, pk, op FROM ${CHANGELOG} ORDER BY seq LIMIT ?`).safeIntegers(false).all(limit) as Array<{
+      seq: number;
+      table_name: string;
+      pk: string;
+      op: 'I' | 'U' | 'D';
+    }>;
+    if (head.length === 0) return undefined;
+    const rows = new Map<string, PlanEntry>();
+    for (const e of head) {
+      const key = `${e.table_name}\u0000${e.pk}`;
+      if (!rows.has(key)) rows.set(key, { table: e.table_name, pkText: e.pk, seqs: [], firstOp: e.op });
     }
+    const allOfRow = this.db.prepare(`SELECT seq, op FROM ${CHANGELOG} WHERE table_name = ? AND pk = ? ORDER BY seq`).safeIntegers(false);
+    const changes: Array<{ change: UploadChange; plan: PlanEntry; firstSeq: number }> = [];
+    for (const entry of rows.values()) {
+      // Later entries of the same row are covered by the current values read now.
+      const all = allOfRow.all(entry.table, entry.pkText) as Array<{ seq: number; op: 'I' | 'U' | 'D' }>;
+      entry.seqs = all.map((a) => a.seq);
+      entry.firstOp = all[0]?.op ?? entry.firstOp;
+      const table = this.scope.get(entry.table);
+      const pkValues = safeParseKey(entry.pkText);
+      if (!table || !pkValues || pkValues.length !== table.primaryKey.length) {
+        quarantineChange(this.db, {
+          table: entry.table,
+          pkText: entry.pkText,
+          pk: { key: entry.pkText },
+          op: 'upsert',
+          change: null,
+          seqs: entry.seqs,
+          code: 'NOT_SYNCED',
+          reason: table ? `the changelog key ${entry.pkText} does not match the primary key of ${entry.table}` : `table ${entry.table} is not synced by the server`,
+          requestId: null,
+        });
+        result.quarantined += 1;
+        continue;
+      }
+      const built = this.changeFor(table, pkValues);
+      if (!built.ok) {
+        quarantineChange(this.db, {
+          table: entry.table,
+          pkText: entry.pkText,
+          pk: built.pk,
+          op: built.op,
+          change: null,
+          seqs: entry.seqs,
+          code: 'UNCONVERTIBLE',
+          reason: built.reason,
+          requestId: null,
+        });
+        result.quarantined += 1;
+        continue;
+      }
+      changes.push({ change: built.change, plan: entry, firstSeq: entry.seqs[0] ?? 0 });
+    }
+    if (changes.length === 0) return 'again';
+    // Parents before children for upserts, children before parents for deletes.
+    const order = (c: UploadChange): number => this.scope.get(c.table)?.order ?? 0;
+    const upserts = changes.filter((c) => c.change.op === 'upsert').sort((a, b) => order(a.change) - order(b.change) || a.firstSeq - b.firstSeq);
+    const deletes = changes.filter((c) => c.change.op === 'delete').sort((a, b) => order(b.change) - order(a.change) || a.firstSeq - b.firstSeq);
+    const ordered = [...upserts, ...deletes];
+    const batch: UploadBatch = { batch_id: this.newBatchId(), base_cursor: this.cursor(), changes: ordered.map((c) => c.change) };
+    return this.persistBatch(batch, ordered.map((c) => c.plan));
   }
 
   private persistBatch(batch: UploadBatch, plan: PlanEntry[]): OutboxRow {
@@ -615,34 +613,32 @@ export class SyncEngine {
         // A desktop insert between the scan and the lock: take more ids and start the page again.
         if (now.some((c) => !collisions.some((d) => d.table === c.table && d.keyText === c.keyText))) return false;
         this.db.pragma('defer_foreign_keys = ON');
-        {
-          const movedKeys = new Set<string>();
-          // Moved first, so a remote child applied below is never taken along.
-          for (const c of now) {
-            const table = this.scope.get(c.table)!;
-            const newId = ids.get(c.table)!.shift()!;
-            const local = this.readRow(table, c.pkValues);
-            this.rekey(table, c.pkValues[0]!, BigInt(newId), c.keyText);
-            recordConflict(this.db, {
-              table: c.table,
-              pk: c.change.pk,
-              kind: 'id-collision',
-              source: 'pull',
-              policy: this.policy,
-              winner: 'both',
-              localValues: local ? this.rowToWire(table, local) : null,
-              remoteValues: c.change.values,
-              serverConflictId: null,
-              note: `local row moved to ${table.primaryKey[0]}=${newId}`,
-            });
-            result.collisions += 1;
-            movedKeys.add(`${c.table}\u0000${c.keyText}`);
-          }
-          for (const change of page.changes) this.applyFeedChange(change, result, movedKeys);
-          writeMeta(this.db, META.pullCursor, page.cursor);
-          this.hooks.beforePullCommit?.(page);
-          return true;
+        const movedKeys = new Set<string>();
+        // Moved first, so a remote child applied below is never taken along.
+        for (const c of now) {
+          const table = this.scope.get(c.table)!;
+          const newId = ids.get(c.table)!.shift()!;
+          const local = this.readRow(table, c.pkValues);
+          this.rekey(table, c.pkValues[0]!, BigInt(newId), c.keyText);
+          recordConflict(this.db, {
+            table: c.table,
+            pk: c.change.pk,
+            kind: 'id-collision',
+            source: 'pull',
+            policy: this.policy,
+            winner: 'both',
+            localValues: local ? this.rowToWire(table, local) : null,
+            remoteValues: c.change.values,
+            serverConflictId: null,
+            note: `local row moved to ${table.primaryKey[0]}=${newId}`,
+          });
+          result.collisions += 1;
+          movedKeys.add(`${c.table}\u0000${c.keyText}`);
         }
+        for (const change of page.changes) this.applyFeedChange(change, result, movedKeys);
+        writeMeta(this.db, META.pullCursor, page.cursor);
+        this.hooks.beforePullCommit?.(page);
+        return true;
       });
       if (applied) return;
       if (attempt >= 3) throw new EpetsyncError('EPS_DB_BUSY', 'The desktop app kept inserting colliding rows while a feed page was applied', { hint: 'Run the sync again.' });
