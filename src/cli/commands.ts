@@ -28,6 +28,13 @@ export const COMMANDS: CommandSpec[] = [
     load: async () => (await import('../commands/diagnose.js')).default,
   },
   {
+    name: 'fix',
+    description: 'unattended repair: diagnose --fix, backup, migrate (empty remote) or one sync cycle, verify, restart the desktop app',
+    examples: ['epetsync fix', 'epetsync fix --yes --json', 'epetsync --config C:\\epetcare\\config.json fix --yes'],
+    define: (cmd) => cmd.option('-y, --yes', 'allow restoring a corrupt database from the newest good backup without asking'),
+    load: async () => (await import('../commands/fix.js')).default,
+  },
+  {
     name: 'monitor',
     description: 'keep the desktop database and the web app in step: two-way sync on an interval and in real time, self-healing',
     examples: ['epetsync monitor', 'epetsync monitor --once', 'epetsync monitor --interval 60 --fix', 'epetsync monitor --background', 'epetsync monitor --stop'],
