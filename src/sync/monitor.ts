@@ -97,6 +97,8 @@ export async function runMonitor(options: MonitorOptions): Promise<MonitorSummar
     wake.fire('local');
   };
   const stopWatching = options.realTime && !options.once ? watchLocal(options.dbPath, onLocal, options.logger) : () => {};
+  // File events can be missed (network drives, some editors' saves): a cheap data_version poll backs them up.
+  const backstop = options.realTime && !options.once ? setInterval(onLocal, 500) : undefined;
   const poller = options.realTime && !options.once ? longPoll(options, () => current.engine, wake) : Promise.resolve();
   let failures = 0;
   let recoveries = 0;
@@ -140,6 +142,7 @@ export async function runMonitor(options: MonitorOptions): Promise<MonitorSummar
       trigger = await wake.wait(delay, signal, failures > 0 ? 'retry' : 'interval');
     }
   } finally {
+    clearInterval(backstop);
     stopWatching();
     wake.fire('remote');
     await poller;

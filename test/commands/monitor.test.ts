@@ -141,10 +141,10 @@ describe('epetsync monitor', () => {
     // Let the first cycle and the long poll settle.
     await until(() => /start\s+pushed/.test(m.out()), 10_000, m.out);
 
-    const t0 = Date.now();
-    desktopWrite(dbPath, [[["INSERT INTO clinic_species VALUES ('rt-local', 'From the desk')"]]]);
+    // Timed from the desktop commit itself (the second transaction reads the clock right after it), not from spawning Python.
+    const [[committedAt]] = desktopWrite(dbPath, [[["INSERT INTO clinic_species VALUES ('rt-local', 'From the desk')"]], [["SELECT (julianday('now') - 2440587.5) * 86400000.0"]]]) as [[number]];
     await until(async () => (await remote.sql(`SELECT 1 FROM clinic_species WHERE code = 'rt-local'`)).length === 1, 5000, m.out);
-    const push = Date.now() - t0;
+    const push = Math.round(Date.now() - committedAt);
 
     const t1 = Date.now();
     await remote.sql(`INSERT INTO clinic_species VALUES ('rt-web', 'From the web')`);
