@@ -4,6 +4,7 @@ import { CONFIG_CHECKS } from './checks/config.js';
 import { LOCAL_CHECKS } from './checks/local.js';
 import { API_CHECKS, AUTH_CHECKS, NETWORK_CHECKS } from './checks/remote.js';
 import { DESKTOP_CHECKS } from './checks/desktop.js';
+import { ID_CHECKS } from './checks/ids.js';
 import { SYNC_CHECKS } from './checks/sync.js';
 import type { Check } from './types.js';
 
@@ -14,4 +15,4 @@ export { normaliseUrl, isLoopbackHost } from './checks/config.js';
 export type { Check, CheckFix, CheckGroup, CheckOutcome, CheckResult, CheckStatus, DiagnoseReport, DiagnoseSummary, FixRecord } from './types.js';
 
 /** Lists every check in the order they run (docs/diagnose.md is the catalogue for people). */
-export const CHECKS: readonly Check[] = [...CONFIG_CHECKS, ...LOCAL_CHECKS, ...BACKUP_CHECKS, ...NETWORK_CHECKS, ...API_CHECKS, ...AUTH_CHECKS, ...SYNC_CHECKS, ...DESKTOP_CHECKS];
+export const CHECKS: readonly Check[] = [...CONFIG_CHECKS, ...LOCAL_CHECKS, ...BACKUP_CHECKS, ...NETWORK_CHECKS, ...API_CHECKS, ...AUTH_CHECKS, ...SYNC_CHECKS, ...ID_CHECKS, ...DESKTOP_CHECKS];

@@ -26,6 +26,29 @@ const IDS_BODY = {
 
 /** Registers the ids route on the sync app (behind the same sync permission as upload). */
 export function registerIdRoutes(app: FastifyInstance, options: { db: SqlDatabase; schema: () => SyncSchema }): void {
+  // Read-only, for `epetsync diagnose` (ids group): each synced table's key sequence against its largest id.
+  app.post('/api/database/migrate/sequences/', {
+    schema: { body: { type: 'object', additionalProperties: false, properties: { tables: { type: 'array', maxItems: 1000, items: { type: 'string', minLength: 1, maxLength: 256 } } } } },
+    preHandler: async (request, reply) => app.requireSync(request, reply),
+  }, async (request) => {
+    const names = (request.body as { tables?: string[] } | undefined)?.tables;
+    const schema = options.schema();
+    const tables = names === undefined ? schema.tables : names.map((n) => {
+      const t = schema.byName.get(n);
+      if (!t) throw new HttpError('UNKNOWN_TABLE', `table "${n.slice(0, 100)}" is not synced`, { table: n });
+      return t;
+    });
+    const out: Array<{ table: string; sequence: string; last_value: string | null; max_id: string | null }> = [];
+    for (const t of tables) {
+      if (!t.pkSequence) continue;
+      const { rows } = await options.db.query<{ last_value: string | null; max_id: string | null }>(
+        `SELECT pg_sequence_last_value($1::text::regclass)::text AS last_value, (SELECT max(${quoteIdent(t.primaryKey[0]!)})::text FROM ${t.sqlName}) AS max_id`,
+        [t.pkSequence],
+      );
+      out.push({ table: t.name, sequence: t.pkSequence, last_value: rows[0]!.last_value, max_id: rows[0]!.max_id });
+    }
+    return { sequences: out };
+  });
   app.post('/api/database/ids/', {
     schema: { body: IDS_BODY },
     preHandler: async (request, reply) => app.requireSync(request, reply),

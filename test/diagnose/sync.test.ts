@@ -59,6 +59,33 @@ describe('diagnose sync', () => {
     }
   });
 
+  it('finds a remote sequence left at or below its max(id) and advances it with --fix', async () => {
+    const [{ seq }] = await bed.sql<{ seq: string }>(`SELECT pg_get_serial_sequence('clinic_owner', 'id') AS seq`);
+    await bed.sql(`SELECT setval($1::regclass, 1)`, [seq]);
+    const groups = ['--group', 'config,local,network,api,auth,ids'];
+    const before = await clinic.diagnose(groups);
+    expect(before.code).toBe(1);
+    const lag = check(before.doc, 'ids.remote-sequence');
+    expect(lag).toMatchObject({ status: 'fail', fixable: true, data: { lagging: ['clinic_owner'] } });
+    expect(lag.found).toMatch(/^remote sequence at or below max\(id\): clinic_owner \(sequence 1, max\(id\) \d+\)/);
+    const fixed = await clinic.diagnose(['--fix', ...groups]);
+    expect(fixed.doc.result.fixes.find((f) => f.id === 'ids.remote-sequence')).toMatchObject({ outcome: 'fixed', before: 'fail', after: 'ok' });
+    const after = await clinic.diagnose(groups);
+    expect(check(after.doc, 'ids.remote-sequence').status).toBe('ok');
+    expect(after.code).toBe(0);
+  });
+
+  it('warns that the next offline insert collides when the web app holds ids past the desktop sequence', async () => {
+    await bed.sql(`INSERT INTO clinic_owner (first_name, last_name, email, is_active, balance, created_at) VALUES ('Web', 'Only', 'web-only@example.com', true, 0, now())`);
+    const { doc } = await clinic.diagnose(['--group', 'config,local,network,api,auth,ids']);
+    const overlap = check(doc, 'ids.overlap');
+    expect(overlap).toMatchObject({ status: 'warn', data: { behind: ['clinic_owner'] } });
+    expect(overlap.found).toMatch(/^id ranges overlap: clinic_owner \(desktop next (\d+), remote max\(id\) \1\)/);
+    expect((await clinic.cli(['monitor', '--once'])).code).toBe(0);
+    const after = await clinic.diagnose(['--group', 'config,local,network,api,auth,ids']);
+    expect(check(after.doc, 'ids.overlap').status).toBe('ok');
+  });
+
   it('finds a stale monitor lock and removes it with --fix', async () => {
     const dead = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid!;
     writeFileSync(`${clinic.db}.epetsync.lock`, `${JSON.stringify({ pid: dead, host: hostname(), startedAt: new Date().toISOString(), command: 'monitor' })}\n`);
