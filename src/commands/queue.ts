@@ -35,6 +35,11 @@ async function run(ctx: CommandContext, _options: Record<string, unknown>, args:
     const found = store.listQuarantine(db).find((q) => q.id === id);
     if (!found) throw new EpetsyncError('EPS_USAGE', `No quarantined change has id ${id}`, { hint: 'See the ids with "epetsync queue list".' });
     if (action === 'retry') {
+      if (found.code === 'LOCAL_REFUSED') {
+        throw new EpetsyncError('EPS_USAGE', `Change ${id} came from the server and the desktop database refused it; it cannot be sent back`, {
+          hint: 'Fix the local constraint or the row on the web; the next change of the row on the server is applied again. "epetsync queue discard" keeps a copy.',
+        });
+      }
       store.retryQuarantined(db, id);
       return { action, id, change: found };
     }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { ChangePage, FeedChange, ServerInfo, UploadBatch, UploadChange, UploadResponse, UploadResult } from '../client/index.js';
 import { RequestRejectedError } from '../client/index.js';
+import { sqliteCode } from '../db/index.js';
 import { EpetsyncError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { fromWire, toWire, type SqliteValue, type WireValue } from './convert.js';
@@ -502,7 +503,9 @@ export class SyncEngine {
           note: null,
         });
         if (winner === 'remote') {
-          this.suppressed(() => this.applyRemote(table, change.pk, serverValues));
+          this.suppressed(() =>
+            this.applyOrQuarantine(table, entry.pkText, { table: change.table, op: serverValues ? 'upsert' : 'delete', pk: change.pk, values: serverValues, origin: null }, result),
+          );
           // Edits made after the batch was read lose too; they are in the log above.
           this.db.prepare(`DELETE FROM ${CHANGELOG} WHERE table_name = ? AND pk = ?`).run(entry.table, entry.pkText);
           if (r.resolution === 'client-wins') {
@@ -690,7 +693,32 @@ export class SyncEngine {
       if (winner === 'local') return;
       this.db.prepare(`DELETE FROM ${CHANGELOG} WHERE table_name = ? AND pk = ?`).run(table.name, keyText);
     }
-    this.applyRemote(table, change.pk, change.values);
+    this.applyOrQuarantine(table, keyText, change, result);
+  }
+
+  /** Applies a remote version; a row the desktop schema refuses is quarantined instead of failing the transaction. */
+  private applyOrQuarantine(table: ScopeTable, keyText: string, change: FeedChange, result: CycleResult): void {
+    try {
+      // Nested: a savepoint, so a refused row rolls back alone and the page goes on.
+      this.db.transaction(() => this.applyRemote(table, change.pk, change.values))();
+    } catch (error) {
+      const code = sqliteCode(error) ?? '';
+      if (!code.startsWith('SQLITE_CONSTRAINT') && code !== 'SQLITE_MISMATCH') throw error;
+      // A row the desktop schema refuses (a local-only UNIQUE or NOT NULL) must not hold the feed back forever.
+      quarantineChange(this.db, {
+        table: table.name,
+        pkText: keyText,
+        pk: change.pk,
+        op: change.op,
+        change: change as unknown as Record<string, unknown>,
+        seqs: [],
+        code: 'LOCAL_REFUSED',
+        reason: `the desktop database refused the server's row: ${error instanceof Error ? error.message : String(error)}`,
+        requestId: null,
+      });
+      result.quarantined += 1;
+      this.logger?.warn({ table: table.name, pk: change.pk, code }, 'a remote row was refused by the desktop database and quarantined');
+    }
   }
 
   /** Writes a remote version of a row (or deletes it when `values` is null). Call with capture suppressed. */

@@ -300,6 +300,18 @@ describe('SyncEngine', () => {
     expect(q.find((x) => x.code === 'CONSTRAINT_VIOLATION')!.reason).toMatch(/weight_kg|check/i);
   });
 
+  it('quarantines a remote row the desktop schema refuses and keeps pulling the rest', async () => {
+    db.exec(`CREATE UNIQUE INDEX species_label_local_only ON clinic_species (label)`);
+    const e = engine();
+    await e.prepare();
+    await remote.sql(`INSERT INTO clinic_species VALUES ('a', 'Same'), ('b', 'Same'), ('c', 'Other')`);
+    const r = await e.runCycle();
+    expect(r).toMatchObject({ pulled: 3, quarantined: 1 });
+    expect(local('SELECT code FROM clinic_species ORDER BY code')).toEqual([{ code: 'a' }, { code: 'c' }]);
+    expect(listQuarantine(db)).toMatchObject([{ table: 'clinic_species', pk: { code: 'b' }, op: 'upsert', code: 'LOCAL_REFUSED', reason: expect.stringMatching(/UNIQUE constraint failed/) }]);
+    expect(await e.runCycle()).toMatchObject({ pulled: 0, pushed: 0 });
+  });
+
   it('does not lose desktop writes made while a sync is in flight', async () => {
     let n = 0;
     const e = engine({
