@@ -93,6 +93,11 @@ describe('epetsync monitor', () => {
     expect(JSON.parse(second.stdout)).toMatchObject({ ok: true, command: 'epetsync monitor', result: { action: 'ran', mode: 'once', pushed: 0, pulled: 1, quarantine: 0 } });
     expect(await remote.sql(`SELECT code FROM clinic_species ORDER BY code`)).toEqual([{ code: 'cat' }, { code: 'dog' }]);
     expect(localRows(`SELECT code FROM clinic_species ORDER BY code`)).toEqual([{ code: 'cat' }, { code: 'dog' }]);
+    const status = await cli(['status']);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toMatch(
+      /\nSync monitor   not running\nSync queue     0 pending local change\(s\)\nQuarantine     empty\nConflicts      0 logged\nLast sync      \d{4}-\d\d-\d\dT[\d:.]+Z: pushed 0, pulled 1\n/,
+    );
   });
 
   it('refuses a second monitor on the same database, then stops on SIGTERM with exit 0', async () => {
