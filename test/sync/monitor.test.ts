@@ -124,6 +124,40 @@ con.execute("COMMIT")
     await client.close();
   });
 
+  it('with --fix keeps retrying a refused login (re-authenticating each time) and syncs once it is accepted; without it, stops', async () => {
+    const { AuthError } = await import('../../src/errors.js');
+    const path = createDesktopDb();
+    const db = openDesktop(path);
+    const client = new RemoteDatabaseClient({ url: remote.url, username: USER, password: PASSWORD, nodeId: 'desk-auth' });
+    let refusals = 2;
+    // The account is refused twice (an administrator fixing it meanwhile), then accepted.
+    const flaky: SyncRemote = {
+      nodeId: client.nodeId,
+      info: async (o) => {
+        if (refusals > 0) {
+          refusals -= 1;
+          throw new AuthError('EPS_AUTH_FAILED', 'The server rejected the username and password');
+        }
+        return client.info(o);
+      },
+      changesSince: (cursor, o) => client.changesSince(cursor, o),
+      upload: (batch, o) => client.upload(batch, o),
+    };
+    const strict = new SyncEngine({ db, remote: flaky });
+    await expect(runMonitor({ engine: strict, remote: flaky, dbPath: path, intervalSeconds: 1, realTime: false, once: false, signal: new AbortController().signal })).rejects.toThrow('rejected the username');
+    const stop = new AbortController();
+    const reports: CycleReport[] = [];
+    const engine = new SyncEngine({ db, remote: flaky });
+    const running = runMonitor({ engine, remote: flaky, dbPath: path, intervalSeconds: 1, realTime: false, once: false, fix: true, signal: stop.signal, onCycle: (r) => reports.push(r) });
+    await until(() => reports.some((r) => r.ok), 10_000);
+    stop.abort();
+    await running;
+    expect(reports[0]).toMatchObject({ ok: false, code: 'EPS_AUTH_FAILED' });
+    expect(reports.at(-1)).toMatchObject({ ok: true });
+    db.close();
+    await client.close();
+  });
+
   it('classifies failures: network, 5xx and a busy database are transient; auth only with --fix', async () => {
     const { ConnectionError, AuthError, ServerError, LocalDatabaseError } = await import('../../src/errors.js');
     expect(isTransient(new ConnectionError('EPS_CONNECT_REFUSED', 'x'), false)).toBe(true);
