@@ -254,7 +254,8 @@ export class SyncEngine {
       try {
         answer = await this.remote.upload(batch);
       } catch (error) {
-        if (error instanceof RequestRejectedError && (error.wireCode === 'UNKNOWN_TABLE' || error.wireCode === 'UNKNOWN_COLUMN') && !this.rescoped) {
+        const rebuildable = plan.every((p) => p.seqs.length > 0);
+        if (error instanceof RequestRejectedError && (error.wireCode === 'UNKNOWN_TABLE' || error.wireCode === 'UNKNOWN_COLUMN') && !this.rescoped && rebuildable) {
           // The web app migrated under us: rebuild the batch against the server's current scope once before blaming the change.
           this.rescoped = true;
           this.db.prepare(`DELETE FROM ${OUTBOX} WHERE seq = ?`).run(row.seq);
@@ -265,7 +266,11 @@ export class SyncEngine {
           this.handleRejection(row, plan, batch, error as RequestRejectedError, result);
           continue;
         }
-        this.db.prepare(`UPDATE ${OUTBOX} SET attempts = attempts + 1, last_error = ? WHERE seq = ?`).run(error instanceof Error ? error.message.slice(0, 500) : String(error), row.seq);
+        try {
+          this.db.prepare(`UPDATE ${OUTBOX} SET attempts = attempts + 1, last_error = ? WHERE seq = ?`).run(error instanceof Error ? error.message.slice(0, 500) : String(error), row.seq);
+        } catch {
+          // Bookkeeping only: a busy database must not hide the failure being reported.
+        }
         throw error;
       }
       this.hooks.afterUpload?.(batch.batch_id);
@@ -419,10 +424,17 @@ export class SyncEngine {
     const index = typeof error.details?.index === 'number' ? error.details.index : undefined;
     const requestId = typeof error.details?.request_id === 'string' ? error.details.request_id : null;
     this.logger?.warn({ batch_id: batch.batch_id, code: error.wireCode, index }, `upload refused: ${error.message}`);
+    // Follow-up changes exist only in the outbox (no changelog entry to rebuild them from): each goes back alone.
+    const requeueFollowUps = (except: number | undefined): void => {
+      plan.forEach((entry, i) => {
+        if (entry.seqs.length === 0 && i !== except && batch.changes[i]) this.persistBatch({ batch_id: this.newBatchId(), changes: [batch.changes[i]!] }, [entry]);
+      });
+    };
     const settle = this.db.transaction(() => {
       this.db.prepare(`DELETE FROM ${OUTBOX} WHERE seq = ?`).run(row.seq);
+      const culprit = error.wireCode === 'BATCH_ID_REUSED' ? undefined : index !== undefined && plan[index] ? index : plan.length === 1 ? 0 : undefined;
+      requeueFollowUps(culprit);
       if (error.wireCode === 'BATCH_ID_REUSED') return;
-      const culprit = index !== undefined && plan[index] ? index : plan.length === 1 ? 0 : undefined;
       if (culprit === undefined) {
         // No change named: halve the batch until the refused change is alone.
         this.splitLimit = Math.max(1, Math.floor(Math.min(plan.length, this.splitLimit ?? this.batchSize) / 2));
