@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { desktopWrite } from '../helpers/desktop-writer.js';
 import { check, makeClinic, problems, startBed, type Clinic, type DiagnoseBed } from './bed.js';
 
 let bed: DiagnoseBed;
@@ -84,6 +85,20 @@ describe('diagnose sync', () => {
     expect((await clinic.cli(['monitor', '--once'])).code).toBe(0);
     const after = await clinic.diagnose(['--group', 'config,local,network,api,auth,ids']);
     expect(check(after.doc, 'ids.overlap').status).toBe('ok');
+  });
+
+  it('names a change the server refused, waiting in the quarantine', async () => {
+    const [[petId]] = desktopWrite(clinic.db, [[['SELECT min(id) FROM clinic_pet']]]) as number[][];
+    // PostgreSQL's CHECK (duration_minutes >= 0) refuses what SQLite's unsigned smallint let through.
+    desktopWrite(clinic.db, [[["INSERT INTO clinic_appointment (pet_id, scheduled_at, reason, status, fee, duration_minutes) VALUES (?, '2026-11-25 10:00:00', 'x', 'booked', NULL, -5)", [petId]]]]);
+    expect((await clinic.cli(['monitor', '--once'])).code).toBe(1);
+    const { doc } = await clinic.diagnose(['--group', 'config,local,sync']);
+    const q = check(doc, 'sync.quarantine');
+    expect(q).toMatchObject({ status: 'warn', data: { count: 1 } });
+    expect(q.found).toMatch(/^1 change\(s\) the server refused wait in the quarantine \(clinic_appointment; first: /);
+    expect(q.remedy).toContain('epetsync queue');
+    const [[id]] = desktopWrite(clinic.db, [[['SELECT id FROM _epetsync_quarantine']]]) as number[][];
+    expect((await clinic.cli(['queue', 'discard', String(id)])).code).toBe(0);
   });
 
   it('finds a stale monitor lock and removes it with --fix', async () => {
