@@ -35,6 +35,8 @@ const CHUNK_BYTES = 8 * 1024 * 1024;
 /** Rows per second assumed for the duration estimate before anything was measured. */
 const ESTIMATED_ROWS_PER_SECOND = 15_000;
 const SAMPLE_KEYS = 5;
+/** Key in the desktop database's `_epetsync_meta` naming the last migrate's reject file (read by `--verify`). */
+const REJECT_FILE_KEY = 'migrate_reject_file';
 
 /** Holds the options of one migrate run. */
 export interface MigrateOptions {
@@ -217,7 +219,10 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
     }
 
     if (mode === 'verify') {
-      const known = options.rejectFile && existsSync(options.rejectFile) ? new RejectLog(options.rejectFile, true) : null;
+      // The reject file of the last migrate, so rows it set aside (and their children) are not expected remotely.
+      const rejectFile = options.rejectFile ?? readMeta(db, REJECT_FILE_KEY);
+      result.rejectFile = rejectFile;
+      const known = rejectFile && existsSync(rejectFile) ? new RejectLog(rejectFile, true) : null;
       await verifyAll(db, client, planned, convert, deps.signal, result, known);
       return finishResult(result, started);
     }
@@ -354,6 +359,7 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
         writeMeta(meta, META.pullCursor, cursor);
         writeMeta(meta, META.serverId, client.url.href);
         writeMeta(meta, META.migratedAt, now().toISOString());
+        writeMeta(meta, REJECT_FILE_KEY, options.rejectFile ?? null);
         return cursor;
       }).immediate();
     } finally {
