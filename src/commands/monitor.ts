@@ -217,7 +217,10 @@ async function runForeground(ctx: CommandContext, config: EpetsyncConfig, option
           ctx.logger.warn({ backup: backup.path, kept }, `restored ${backup.path}; the damaged files are kept as ${kept}; local changes made after ${backup.takenAt} are only in them`);
           if (!ctx.json) ctx.out.line(`Restored ${backup.path} over the corrupt database (damaged files kept: ${kept}); re-pulling from the backup's cursor.`);
           db = openDatabase(path, { mode: 'write', busyTimeoutMs: config.database.busyTimeoutMs });
-          return engineFor(db);
+          const restoredEngine = engineFor(db);
+          // A backup from before the first sync has no cursor: a snapshot re-pulls what it lacks.
+          await restoredEngine.prepare(ctx.signal, { snapshotWhenNoCursor: true });
+          return restoredEngine;
         } catch (error) {
           failures.push(`${backup.path}: ${error instanceof Error ? error.message : String(error)}`);
         }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type Database from 'better-sqlite3';
-import type { ChangePage, FeedChange, ServerInfo, UploadBatch, UploadChange, UploadResponse, UploadResult } from '../client/index.js';
+import type { ChangePage, FeedChange, ServerInfo, SnapshotEvent, UploadBatch, UploadChange, UploadResponse, UploadResult } from '../client/index.js';
 import { RequestRejectedError } from '../client/index.js';
 import { sqliteCode } from '../db/index.js';
 import { EpetsyncError } from '../errors.js';
@@ -33,6 +33,8 @@ export interface SyncRemote {
   info(options?: { signal?: AbortSignal | undefined }): Promise<ServerInfo>;
   changesSince(cursor: string, options?: { limit?: number; wait?: number; signal?: AbortSignal | undefined }): Promise<ChangePage>;
   upload(batch: UploadBatch, options?: { signal?: AbortSignal | undefined }): Promise<UploadResponse>;
+  /** Streams a snapshot (used to re-pull a restored database that has no cursor). */
+  snapshot?(tables?: string[], options?: { signal?: AbortSignal | undefined }): AsyncIterable<SnapshotEvent>;
   /** Takes `count` fresh ids, all above `above`, from the table's sequence (absent on servers without the ids route). */
   allocateIds?(table: string, count: number, above: string, options?: { signal?: AbortSignal | undefined }): Promise<string[]>;
 }
@@ -153,7 +155,7 @@ export class SyncEngine {
   }
 
   /** Reads server info, works out the synced scope, installs capture and records the starting cursor when none is stored. */
-  async prepare(signal?: AbortSignal): Promise<{ tables: string[]; cursor: string }> {
+  async prepare(signal?: AbortSignal, options: { snapshotWhenNoCursor?: boolean } = {}): Promise<{ tables: string[]; cursor: string }> {
     const info = await this.remote.info({ signal });
     this.info = info;
     this.preparedAt = Date.now();
@@ -161,6 +163,9 @@ export class SyncEngine {
     ensureSyncTables(this.db);
     installCapture(this.db, [...this.scope.values()].map((t) => ({ name: t.name, primaryKey: t.primaryKey })));
     let cursor = readMeta(this.db, META.pullCursor);
+    if (cursor === null && options.snapshotWhenNoCursor && this.remote.snapshot) {
+      cursor = await this.repullSnapshot(signal);
+    }
     if (cursor === null) {
       cursor = info.head_cursor;
       const start = this.db.transaction(() => {
@@ -176,6 +181,40 @@ export class SyncEngine {
     // A moved address can be the same server; the server itself refuses a cursor it did not issue (INVALID_CURSOR).
     else if (here !== undefined && recorded !== here) this.logger?.warn({ recorded, now: here }, 'the pull cursor was recorded with another server address');
     return { tables: [...this.scope.keys()], cursor };
+  }
+
+  /**
+   * Re-pulls every synced row from a snapshot into a database that has no cursor (a restored
+   * backup older than the first sync), then stores the snapshot's cursor, so the feed completes
+   * it. Rows changed locally meanwhile are settled by the policy as in a pull; rows deleted on the
+   * server since are not removed here.
+   */
+  private async repullSnapshot(signal: AbortSignal | undefined): Promise<string> {
+    const result: CycleResult = { pushed: 0, batches: 0, pulled: 0, conflicts: 0, collisions: 0, quarantined: 0, pending: 0, lagSeconds: 0, durationMs: 0, cursor: '' };
+    let columns: string[] = [];
+    let rows: FeedChange[] = [];
+    let begin: string | undefined;
+    const flush = (cursor?: string): void => {
+      const chunk = rows;
+      rows = [];
+      applyWithoutCapture(this.db, () => {
+        for (const change of chunk) this.applyFeedChange(change, result, new Set());
+        if (cursor !== undefined) writeMeta(this.db, META.pullCursor, cursor);
+      });
+    };
+    for await (const event of this.remote.snapshot!([...this.scope.keys()], { signal })) {
+      if (event.type === 'begin') begin = event.cursor;
+      else if (event.type === 'table') columns = event.columns;
+      else if (event.type === 'row') {
+        const table = this.scope.get(event.table);
+        if (!table) continue;
+        const values = Object.fromEntries(columns.map((c, i) => [c, event.values[i]]));
+        rows.push({ table: table.name, op: 'upsert', pk: Object.fromEntries(table.primaryKey.map((k) => [k, values[k]])), values, origin: null });
+        if (rows.length >= this.batchSize) flush();
+      } else if (event.type === 'end') flush(begin ?? event.cursor);
+    }
+    this.logger?.info({ rows: result.pulled, conflicts: result.conflicts, quarantined: result.quarantined }, 're-pulled a snapshot into a database without a cursor');
+    return readMeta(this.db, META.pullCursor) ?? begin ?? '';
   }
 
   /** Returns the stored pull cursor. */

@@ -195,6 +195,28 @@ describe('epetsync monitor', () => {
     expect(localRows('SELECT count(*) AS n FROM _epetsync_changelog')).toEqual([{ n: 0 }]);
   });
 
+  it('--fix re-pulls a snapshot when the only backup predates the first sync', async () => {
+    expect((await cli(['backup'])).code).toBe(0);
+    expect((await cli(['monitor', '--once'])).code).toBe(0);
+    await remote.sql(`INSERT INTO clinic_species VALUES ('web-row', 'Only on the web at first')`);
+    expect((await cli(['monitor', '--once'])).code).toBe(0);
+
+    const raw = new Database(dbPath);
+    raw.pragma('wal_checkpoint(TRUNCATE)');
+    const root = Number(raw.prepare(`SELECT rootpage FROM sqlite_master WHERE name = '_epetsync_changelog'`).pluck().get());
+    const pageSize = Number(raw.pragma('page_size', { simple: true }));
+    raw.close();
+    const bytes = readFileSync(dbPath);
+    for (let i = 0; i < pageSize; i++) bytes[(root - 1) * pageSize + i] = (i * 17 + 0x5a) & 0xff;
+    writeFileSync(dbPath, bytes);
+
+    const fixed = await cli(['monitor', '--once', '--fix']);
+    expect(fixed.code).toBe(0);
+    expect(fixed.stdout).toMatch(/^Restored .* over the corrupt database .*\nSynced once: pushed 0, pulled 0, conflicts 0\.\n$/);
+    expect(localRows('SELECT code FROM clinic_species')).toEqual([{ code: 'web-row' }]);
+    expect(localRows(`SELECT count(*) AS n FROM _epetsync_meta WHERE key = 'pull_cursor'`)).toEqual([{ n: 1 }]);
+  });
+
   it('--fix restores the newest good backup over a corrupt database, keeps the damaged file and re-pulls', async () => {
     expect((await cli(['monitor', '--once'])).code).toBe(0);
     desktopWrite(dbPath, [[["INSERT INTO clinic_species VALUES ('before-backup', 'Synced, then backed up')"]]]);
