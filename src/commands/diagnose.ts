@@ -2,6 +2,7 @@ import type { CommandContext } from '../cli/context.js';
 import type { Output } from '../cli/output.js';
 import type { CommandModule } from '../cli/spec.js';
 import type { CheckResult, CheckStatus, DiagnoseReport } from '../diagnose/index.js';
+import { UsageError } from '../errors.js';
 import { ExitCode } from '../exit-codes.js';
 
 /** Lists the options `epetsync diagnose` takes. */
@@ -16,6 +17,12 @@ export interface DiagnoseCommandOptions {
 /** Runs the check catalogue (and with --fix the safe repairs) and returns the report. */
 async function run(ctx: CommandContext, options: DiagnoseCommandOptions): Promise<DiagnoseReport> {
   const { CHECKS, runDiagnose } = await import('../diagnose/index.js');
+  const groups = options.group?.split(',').map((g) => g.trim()).filter((g) => g !== '');
+  const known = [...new Set(CHECKS.map((c) => c.group))];
+  const unknown = groups?.find((g) => !known.includes(g as (typeof known)[number]));
+  if (unknown !== undefined || groups?.length === 0) {
+    throw new UsageError('EPS_USAGE', `--group ${JSON.stringify(unknown ?? '')} is not a check group`, { hint: `Pass one or more of ${known.join(', ')}, separated by commas.` });
+  }
   const activity = await ctx.out.activity('Diagnosing');
   try {
     const report = await runDiagnose(CHECKS, {
@@ -26,7 +33,7 @@ async function run(ctx: CommandContext, options: DiagnoseCommandOptions): Promis
       fix: options.fix ?? false,
       logger: ctx.logger,
       signal: ctx.signal,
-      groups: options.group?.split(',').map((g) => g.trim()).filter((g) => g !== ''),
+      groups,
       confirm: async (question) => options.yes === true || (await ctx.out.confirm(question)),
       onCheck: (r) => activity.update(`${r.id}: ${r.status}`),
     });

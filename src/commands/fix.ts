@@ -130,7 +130,7 @@ async function run(ctx: CommandContext, options: FixCommandOptions): Promise<Fix
   if (migrated) changedData = true;
 
   // 4. verify
-  const verify = await runDiagnose(CHECKS, { ...diagnoseOptions, groups: ['config', 'local', 'backups', 'network', 'api', 'auth', 'sync'] });
+  const verify = await runDiagnose(CHECKS, { ...diagnoseOptions, groups: ['config', 'local', 'backups', 'network', 'api', 'auth', 'sync', 'ids'] });
   result.verify = verify;
   const bad = verify.checks.find((c) => c.status === 'fail');
   if (bad) return fail('verify', `${bad.id}: ${bad.found}`, bad.remedy, ExitCode.PROBLEMS);

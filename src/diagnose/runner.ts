@@ -1,4 +1,5 @@
 import { isEpetsyncError } from '../errors.js';
+import { redactText, redactValue } from '../redact.js';
 import { DiagnoseContext, type DiagnoseOptions } from './context.js';
 import type { Check, CheckOutcome, CheckResult, DiagnoseReport, DiagnoseSummary, FixRecord } from './types.js';
 
@@ -41,10 +42,11 @@ export async function runChecks(checks: readonly Check[], ctx: DiagnoseContext, 
       group: check.group,
       title: check.title,
       status: outcome.status,
-      found: outcome.found,
-      remedy: outcome.status === 'ok' || outcome.status === 'skipped' ? null : (outcome.remedy ?? null),
+      // Findings quote config values and server answers: never let a secret through.
+      found: redactText(outcome.found),
+      remedy: outcome.status === 'ok' || outcome.status === 'skipped' ? null : outcome.remedy === undefined ? null : redactText(outcome.remedy),
       fixable: check.fix !== undefined,
-      ...(outcome.data === undefined ? {} : { data: outcome.data }),
+      ...(outcome.data === undefined ? {} : { data: redactValue(outcome.data) as Record<string, unknown> }),
     };
     byId.set(check.id, result);
     out.push(result);
@@ -83,11 +85,11 @@ export async function runDiagnose(checks: readonly Check[], options: RunDiagnose
             continue;
           }
           try {
-            const action = await check.fix.apply(ctx, outcome);
+            const action = redactText(await check.fix.apply(ctx, outcome));
             fixes.push({ id: check.id, action, outcome: 'fixed', before, after: before });
             applied += 1;
           } catch (error) {
-            const message = error instanceof Error ? error.message : String(error);
+            const message = redactText(error instanceof Error ? error.message : String(error));
             fixes.push({ id: check.id, action: `could not repair: ${message}`, outcome: 'failed', before, after: before });
           }
           // Later checks of this pass may depend on what was just repaired: re-run before going on.

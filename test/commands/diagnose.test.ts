@@ -221,6 +221,9 @@ describe('diagnose', () => {
     expect(doc.result.checks.find((c) => c.id === 'config.found')?.status).toBe('fail');
     expect(doc.result.checks.find((c) => c.id === 'db.exists')?.status).toBe('skipped');
     expect((await clinic.cli(['diagnose', '--no-such-flag'])).code).toBe(2);
+    const badGroup = await clinic.cli(['diagnose', '--group', 'config,weather']);
+    expect(badGroup.code).toBe(2);
+    expect(badGroup.stderr).toBe('Error: --group "weather" is not a check group\nTry: Pass one or more of config, local, backups, network, api, auth, sync, ids, desktop, separated by commas.\n');
     expect(existsSync(clinic.config)).toBe(true);
     writeFileSync(clinic.config, readFileSync(clinic.config));
   });

@@ -99,8 +99,10 @@ export const CONFIG_CHECKS: Check[] = [
           : { status: 'skipped', found: 'remote sync is not configured (no remote_database.url)' };
       }
       const normal = normaliseUrl(url);
+      // A password typed into the URL must not be echoed back.
+      const shown = JSON.stringify(url.replace(/\/\/[^/@\s]*@/, '//…@').slice(0, 200));
       if (normal === undefined) {
-        return { status: 'fail', found: `remote_database.url ${JSON.stringify(url.slice(0, 200))} is not a web address`, remedy: 'Set remote_database.url to the web app address, e.g. https://vet-app.onrender.com.' };
+        return { status: 'fail', found: `remote_database.url ${shown} is not a web address`, remedy: 'Set remote_database.url to the web app address, e.g. https://vet-app.onrender.com.' };
       }
       let parsed: URL | undefined;
       try {
@@ -113,7 +115,7 @@ export const CONFIG_CHECKS: Check[] = [
       }
       const current = parsed === undefined || url.trim() !== url ? undefined : parsed.href.replace(/\/$/, '');
       if (current !== normal) {
-        return { status: 'fail', found: `remote_database.url ${JSON.stringify(url)} should be ${JSON.stringify(normal)}`, remedy: `Run "epetsync diagnose --fix" to write ${normal}.`, data: { url, normalised: normal } };
+        return { status: 'fail', found: `remote_database.url ${shown} should be ${JSON.stringify(normal)}`, remedy: `Run "epetsync diagnose --fix" to write ${normal}.`, data: { url, normalised: normal } };
       }
       return { status: 'ok', found: normal, data: { url: normal } };
     },
