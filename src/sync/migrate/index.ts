@@ -8,7 +8,7 @@ import { createTables, remoteChecksum, remoteCounts, finishLoad, stageRows, repl
 import { stateFilePath, readState, updateState } from '../../client/state.js';
 import type { EpetsyncConfig } from '../../config/index.js';
 import { formatStamp, introspectSchema, openDatabase, quickCheck, takeBackup, type SqliteDatabase, type TableInfo as LocalTable } from '../../db/index.js';
-import { EpetsyncError, MigrationError } from '../../errors.js';
+import { AuthError, EpetsyncError, MigrationError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { TableChecksum } from '../checksum.js';
 import type { ConvertOptions, NoteKind, WireValue } from '../convert.js';
@@ -627,7 +627,11 @@ async function loadTable(
         loaded += answer.rows;
         return;
       } catch (error) {
-        if (!isRetryable(error) || attempt >= 5 || deps.signal.aborted) throw error;
+        // A streamed body is never re-sent by the client itself, so a token that expired during a long load is renewed here.
+        if (error instanceof AuthError && error.details?.status === 401 && attempt < 5 && !deps.signal.aborted) {
+          deps.logger.info({ table }, 'token rejected during the load; logging in again');
+          await client.authenticate({ force: true, signal: deps.signal });
+        } else if (!isRetryable(error) || attempt >= 5 || deps.signal.aborted) throw error;
         deps.logger.warn({ table, attempt: attempt + 1 }, `bulk request failed (${(error as Error).message}); checking the checkpoint and retrying`);
         await sleep(Math.min(30_000, 500 * 2 ** attempt), undefined, { signal: deps.signal }).catch(() => {
           throw interrupted();
