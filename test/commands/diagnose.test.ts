@@ -184,6 +184,16 @@ describe('diagnose', () => {
     expect(fixed.doc.result.fixes.find((f) => f.id === 'db.capture')).toMatchObject({ outcome: 'fixed', before: 'fail', after: 'ok' });
     const after = await clinic.diagnose(groups);
     expect(problems(after.doc)).toEqual([]);
+
+    // An endpoint cached for an older deployment of the API is re-discovered.
+    const stateFile = `${clinic.dir}/.epetsync/state.json`;
+    const state = JSON.parse(readFileSync(stateFile, 'utf8')) as { endpoint: { base: string } };
+    state.endpoint.base = `${bed.server.url}/vet_portal/api/database/`;
+    writeFileSync(stateFile, JSON.stringify(state));
+    const stale = await clinic.diagnose(groups);
+    expect(check(stale.doc, 'api.cache')).toMatchObject({ status: 'warn', data: { cached: `${bed.server.url}/vet_portal/api/database/`, discovered: `${bed.server.url}/api/database/` } });
+    const recached = await clinic.diagnose(['--fix', ...groups]);
+    expect(recached.doc.result.fixes.find((f) => f.id === 'api.cache')).toMatchObject({ outcome: 'fixed', before: 'warn', after: 'ok' });
   });
 
   it('writes missing defaults with a .bak, tightens an open file holding a password, and flags the password and admin/admin', async () => {

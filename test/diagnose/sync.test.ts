@@ -101,6 +101,17 @@ describe('diagnose sync', () => {
     expect((await clinic.cli(['queue', 'discard', String(id)])).code).toBe(0);
   });
 
+  it('finds a synced table that lost all its capture triggers and reinstalls them', async () => {
+    desktopWrite(clinic.db, [[['DROP TRIGGER "_epetsync_ai_clinic_pet_tags"'], ['DROP TRIGGER "_epetsync_au_clinic_pet_tags"'], ['DROP TRIGGER "_epetsync_ad_clinic_pet_tags"']]]);
+    const groups = ['--group', 'config,local,network,api,auth,sync'];
+    const before = await clinic.diagnose(groups);
+    expect(before.code).toBe(1);
+    expect(check(before.doc, 'sync.scope')).toMatchObject({ status: 'fail', fixable: true, data: { missing: ['clinic_pet_tags'] } });
+    const fixed = await clinic.diagnose(['--fix', ...groups]);
+    expect(fixed.doc.result.fixes.find((f) => f.id === 'sync.scope')).toMatchObject({ outcome: 'fixed', before: 'fail', after: 'ok' });
+    expect(check(fixed.doc, 'sync.scope').status).toBe('ok');
+  });
+
   it('finds a stale monitor lock and removes it with --fix', async () => {
     const dead = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid!;
     writeFileSync(`${clinic.db}.epetsync.lock`, `${JSON.stringify({ pid: dead, host: hostname(), startedAt: new Date().toISOString(), command: 'monitor' })}\n`);
