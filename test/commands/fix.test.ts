@@ -71,12 +71,29 @@ describe('fix', () => {
     expect(await remoteOwners()).toBe(7);
   });
 
+  it('restarts with app.stop_command then app.start_command, and names a restart command that fails', async () => {
+    const doc = JSON.parse(readFileSync(clinic.config, 'utf8')) as Record<string, unknown>;
+    writeFileSync(clinic.config, JSON.stringify({ ...doc, app: { stop_command: 'echo stop >> restarts.log', start_command: 'echo start >> restarts.log' } }, null, 2));
+    await bed.sql(`INSERT INTO clinic_owner (first_name, last_name, email, is_active, balance, created_at) VALUES ('Web', 'Two', 'web2@example.com', true, 0, now())`);
+    const run = await fix();
+    expect(run.code, JSON.stringify(run.doc.result.steps)).toBe(0);
+    expect(run.steps).toMatchObject({ sync: 'changed', restart: 'changed' });
+    expect(readFileSync(join(clinic.dir, 'restarts.log'), 'utf8').split('\n').filter(Boolean).slice(-2)).toEqual(['stop', 'start']);
+
+    writeFileSync(clinic.config, JSON.stringify({ ...doc, app: { restart_command: 'exit 3' } }, null, 2));
+    await bed.sql(`INSERT INTO clinic_owner (first_name, last_name, email, is_active, balance, created_at) VALUES ('Web', 'Three', 'web3@example.com', true, 0, now())`);
+    const failed = await fix();
+    expect(failed.code).toBe(1);
+    expect(failed.doc.result.failed).toEqual({ step: 'restart', detail: '"exit 3" exited with 3', remedy: 'Check app.restart_command in config.json; restart the Vet Portal app by hand.' });
+    writeFileSync(clinic.config, JSON.stringify(doc, null, 2));
+  });
+
   it('stops at diagnose on a wrong password with the auth exit code and the remedy', async () => {
     const run = await clinic.cli(['fix'], { EPETSYNC_PASSWORD: 'wrong-password-here' });
     expect(run.code).toBe(4);
     expect(run.stdout).toMatch(/^✗ diagnose +auth\.login: /m);
     expect(run.stdout).toMatch(/^Stopped at diagnose: /m);
     expect(run.stdout + run.stderr).not.toContain('wrong-password-here');
-    expect(restarts()).toBe(2);
+    expect(restarts()).toBe(4);
   });
 });
