@@ -4,7 +4,7 @@ import type { DiagnoseContext } from '../context.js';
 import type { Check, CheckFix } from '../types.js';
 import { formatAge } from './local.js';
 
-/** Age above which the newest backup counts as old. */
+/** Sets the age above which the newest backup counts as old. */
 export const BACKUP_MAX_AGE_SECONDS = 7 * 86_400;
 
 async function freshBackup(ctx: DiagnoseContext): Promise<string> {

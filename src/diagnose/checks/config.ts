@@ -46,8 +46,6 @@ function missingDefaults(ctx: DiagnoseContext): ConfigEdit[] {
   return edits;
 }
 
-const remoteConfigured = (ctx: DiagnoseContext): boolean => ctx.config().remote.url !== undefined;
-
 /** Lists the config group: found, valid, URL, https, credentials, default admin, plaintext password, permissions, defaults. */
 export const CONFIG_CHECKS: Check[] = [
   {
@@ -238,8 +236,3 @@ export const CONFIG_CHECKS: Check[] = [
     },
   },
 ];
-
-/** Returns true when the config names a server (the network, API and auth groups need one). */
-export function hasRemote(ctx: DiagnoseContext): boolean {
-  return remoteConfigured(ctx);
-}

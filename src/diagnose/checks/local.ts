@@ -7,16 +7,16 @@ import { CAPTURE_VERSION, captureVersion, installedTriggers, pendingSummary, INT
 import type { DiagnoseContext } from '../context.js';
 import type { Check, CheckFix, CheckOutcome } from '../types.js';
 
-/** Size above which the WAL counts as oversized: checkpoints are being blocked or never run. */
+/** Sets the WAL size above which it counts as oversized: checkpoints are being blocked or never run. */
 export const WAL_WARN_BYTES = 32 * 1024 * 1024;
 
-function age(seconds: number): string {
+/** Returns a duration in seconds as a short phrase: `45 s`, `12 min`, `3 h`, `10 days`. */
+export function formatAge(seconds: number): string {
   if (seconds < 120) return `${Math.round(seconds)} s`;
   if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
   if (seconds < 172_800) return `${Math.round(seconds / 3600)} h`;
   return `${Math.round(seconds / 86_400)} days`;
 }
-export { age as formatAge };
 
 /** Restores the newest backup that passes integrity_check; the damaged file is moved aside, never deleted. */
 const restoreFix: CheckFix = {
@@ -235,9 +235,9 @@ export const LOCAL_CHECKS: Check[] = [
       const limit = Math.max(3600, 10 * ctx.config().remote.syncInterval);
       const data = { count: p.count, oldest: p.oldest, oldestAgeSeconds: Math.round(seconds) };
       if (Number.isFinite(seconds) && seconds > limit) {
-        return { status: 'warn', found: `${p.count} change(s) waiting, the oldest for ${age(seconds)}`, remedy: 'Sync is not running or keeps failing: run "epetsync monitor --once" and read its error.', data };
+        return { status: 'warn', found: `${p.count} change(s) waiting, the oldest for ${formatAge(seconds)}`, remedy: 'Sync is not running or keeps failing: run "epetsync monitor --once" and read its error.', data };
       }
-      return { status: 'ok', found: `${p.count} change(s) waiting, the oldest for ${Number.isFinite(seconds) ? age(seconds) : '?'}`, data };
+      return { status: 'ok', found: `${p.count} change(s) waiting, the oldest for ${Number.isFinite(seconds) ? formatAge(seconds) : '?'}`, data };
     },
   },
 ];

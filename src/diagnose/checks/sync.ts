@@ -15,7 +15,7 @@ import type { Check } from '../types.js';
 import { LOCAL_CHECKS, formatAge } from './local.js';
 import { serverInfo } from './remote.js';
 
-/** Clock difference with the server above which a warning is given (newest-wins compares times). */
+/** Sets the clock difference with the server above which a warning is given (newest-wins compares times). */
 export const CLOCK_SKEW_WARN_SECONDS = 60;
 
 /** Returns the synced tables that exist locally with their shared columns: the engine's scope, read-only. */
