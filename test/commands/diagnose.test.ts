@@ -206,7 +206,7 @@ describe('diagnose', () => {
     expect(check(before.doc, 'config.defaults')).toMatchObject({ status: 'warn', data: { missing: ['database.backup_dir', 'remote_database.sync_interval'] } });
     expect(check(before.doc, 'config.plaintext-password')).toMatchObject({ status: 'warn' });
     expect(check(before.doc, 'config.plaintext-password').remedy).toContain('EPETSYNC_PASSWORD');
-    expect(check(before.doc, 'config.default-admin').status).toBe('warn');
+    expect(check(before.doc, 'config.default-admin')).toMatchObject({ status: 'warn', found: 'the sync account is the factory default: its username and password are the same well-known word' });
     expect(check(before.doc, 'config.permissions')).toMatchObject({ status: 'warn', data: { mode: '0644' } });
     expect(before.run.stdout).not.toContain('"admin"');
 
