@@ -33,6 +33,15 @@ beforeEach(async () => {
 });
 afterEach(async () => {
   for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  // A background monitor left by a failed test must not outlive it.
+  const pidFile = join(dir, '.epetsync', 'monitor.pid');
+  if (existsSync(pidFile)) {
+    try {
+      process.kill(Number(readFileSync(pidFile, 'utf8').trim()), 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
 });
 
 function writeConfig(options: { realTime: boolean }): void {
