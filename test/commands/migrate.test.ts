@@ -177,6 +177,10 @@ describe('migrate', () => {
     expect(verify.code).toBe(1);
     expect(verify.stdout).toContain('Verify FAILED for: clinic_pet');
 
+    const check = await bed.cli(['migrate', '--check-only']);
+    expect(check.code).toBe(1);
+    expect(check.stdout).toContain(`Remote table "clinic_pet" already holds different data (${generated.rows.clinic_pet} rows remotely, ${generated.rows.clinic_pet} locally; differing keys {"id":"2"})`);
+
     const refused = await bed.cli(['--json', 'migrate']);
     expect(refused.code).toBe(1);
     const err = JSON.parse(refused.stdout) as { ok: boolean; error: { code: string; message: string; details: { tables: Array<{ table: string; differing_keys: unknown[] }> } } };

@@ -259,7 +259,7 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
       for (const p of differing) {
         result.blocking.push({
           table: p.remote.name,
-          message: `Remote table "${p.remote.name}" already holds different data (${p.report.remoteRows} rows remotely, ${p.report.localRows} locally)`,
+          message: `Remote table "${p.remote.name}" already holds different data (${p.report.remoteRows} rows remotely, ${p.report.localRows} locally${p.report.differingKeys?.length ? `; differing keys ${p.report.differingKeys.map((k) => JSON.stringify(k)).join(', ')}` : ''})`,
           hint: 'Run epetsync migrate --force to replace it (a verified copy of the remote is kept first), or empty it in the web app.',
         });
       }
