@@ -158,6 +158,8 @@ interface MigrateState {
   cursor: string;
   startedAt: string;
   remoteBackup: string | null;
+  /** The reject file rows were set aside in; a continued run must use the same one. */
+  rejectFile?: string | null;
 }
 
 /** Runs preflight, then (unless --check-only or --verify) the load, finish and verify; returns the report. */
@@ -284,7 +286,18 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
 
     let current: MigrateState;
     if (state && (state.mode === 'replace') === replace) {
-      current = state;
+      if (state.rejectFile && state.rejectFile !== (options.rejectFile ?? null)) {
+        throw new EpetsyncError('EPS_USAGE', `This migrate was started with --reject-file ${state.rejectFile}: continue it with the same file`, {
+          hint: `Run epetsync migrate --reject-file ${state.rejectFile} (rows set aside before the interruption are listed there).`,
+        });
+      }
+      current = options.rejectFile && !state.rejectFile ? { ...state, rejectFile: options.rejectFile } : state;
+      if (current !== state) {
+        const next = current;
+        updateState(statePath, (st) => {
+          st.migrate = next;
+        });
+      }
       result.resumed = true;
       logger.info({ loadId: state.loadId }, 'continuing the interrupted migrate');
     } else {
@@ -297,6 +310,7 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
         cursor: counts.head_cursor,
         startedAt: now().toISOString(),
         remoteBackup: null,
+        rejectFile: options.rejectFile ?? null,
       };
       if (replace) current.remoteBackup = await downloadRemoteCopy(client, info, planned, join(config.database.backupDir, `remote-${formatStamp(now())}`), deps.signal, logger);
       updateState(statePath, (s) => {
