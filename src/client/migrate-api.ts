@@ -79,3 +79,26 @@ export type SchemaAnswer = z.infer<typeof schemaSchema>;
 export function createTables(client: RemoteDatabaseClient, tables: TableSpec[], options?: CallOptions): Promise<SchemaAnswer> {
   return client.migrateRequest('schema/', schemaSchema, { json: { tables } }, options);
 }
+
+const rowsSchema = z.object({
+  table: z.string(),
+  columns: z.array(z.string()),
+  rows: z.array(z.array(z.unknown())),
+  next: z.array(z.string().nullable()).nullable(),
+});
+/** Describes one keyset page of remote rows (wire values in `columns` order; `next` is opaque). */
+export type RowsPage = z.infer<typeof rowsSchema>;
+
+/** Reads a remote table page by page in primary-key order without counting as this node's pull. */
+export async function* remoteRows(client: RemoteDatabaseClient, table: string, options: CallOptions & { pageSize?: number } = {}): AsyncGenerator<RowsPage> {
+  let after: Array<string | null> | null = null;
+  for (;;) {
+    const body: Record<string, unknown> = { table, limit: options.pageSize ?? 2000 };
+    if (after) body.after = after;
+    const page = await client.migrateRequest('rows/', rowsSchema, { json: body }, options);
+    if (page.table !== table) throw new TypeError(`rows answer is for ${page.table}, not ${table}`);
+    yield page;
+    if (!page.next) return;
+    after = page.next;
+  }
+}

@@ -6,7 +6,8 @@ import { parsePgType } from '../sync/pg-type.js';
 import { parseBulkBody } from './bulk.js';
 import { formatCursor, headCursor } from './cursor.js';
 import { HttpError } from './http-error.js';
-import { castParam, INTERNAL_SCHEMA, type SyncSchema, type TableInfo } from './schema.js';
+import { encodeRow } from './feed.js';
+import { castParam, INTERNAL_SCHEMA, selectList, type SyncSchema, type TableInfo } from './schema.js';
 import { streamSnapshot } from './snapshot.js';
 import { quoteIdent, type SqlDatabase, type SqlExecutor } from './sql.js';
 import { advanceSequence, databaseRefusal } from './upload.js';
@@ -40,6 +41,16 @@ const CHECKSUM_BODY = {
   required: ['table'],
   additionalProperties: false,
   properties: { table: TABLE_NAME, columns: { type: 'array', minItems: 1, maxItems: 1600, items: { type: 'string', minLength: 1, maxLength: 256 } } },
+} as const;
+const ROWS_BODY = {
+  type: 'object',
+  required: ['table'],
+  additionalProperties: false,
+  properties: {
+    table: TABLE_NAME,
+    after: { type: 'array', maxItems: 32, items: { type: ['string', 'null'], maxLength: 65536 } },
+    limit: { type: 'integer', minimum: 1, maximum: 5000 },
+  },
 } as const;
 const STAGE_QUERY = {
   type: 'object',
@@ -148,6 +159,47 @@ export async function migrateRoutes(app: FastifyInstance, options: MigrateRoutes
       }
     }
     return { table: table.name, columns: names, rows: checksum.rows, checksum: checksum.digest() };
+  });
+
+  // A keyset page of rows for migrate's own reads (the remote copy before --force, differing keys):
+  // unlike a snapshot download it is not recorded as the node's pull, so --check-only writes nothing.
+  app.post('/api/database/migrate/rows/', { schema: { querystring: NO_QUERY, body: ROWS_BODY }, preValidation: json, preHandler: requireSync }, async (request) => {
+    const body = request.body as { table: string; after?: Array<string | null>; limit?: number };
+    const table = requireTable(options.schema(), body.table);
+    const limit = body.limit ?? 1000;
+    const pkCols = table.primaryKey.map((n) => table.columnsByName.get(n)!);
+    if (body.after !== undefined && body.after.length !== pkCols.length) {
+      throw new HttpError('BAD_REQUEST', `after must hold ${pkCols.length} key value(s) of "${table.name}"`, { problems: [{ path: 'body/after', message: 'wrong length' }] });
+    }
+    const keys = pkCols.map((c, k) => `to_jsonb(t.${quoteIdent(c.name)}) #>> '{}' AS __k${k}`).join(', ');
+    const order = pkCols.map((c) => `t.${quoteIdent(c.name)}`).join(', ');
+    const params: unknown[] = [];
+    let where = '';
+    if (body.after) {
+      const bound = pkCols.map((c, k) => {
+        params.push(body.after![k] ?? null);
+        return castParam(c, `$${params.length}`);
+      });
+      where = `WHERE (${order}) > (${bound.join(', ')})`;
+    }
+    params.push(limit);
+    let rows: Array<Record<string, unknown>>;
+    try {
+      ({ rows } = await db.query<Record<string, unknown>>(`SELECT ${selectList(table)}, ${keys} FROM ${table.sqlName} t ${where} ORDER BY ${order} LIMIT $${params.length}::int`, params));
+    } catch (error) {
+      throw databaseRefusal(error, { line: null });
+    }
+    const last = rows[rows.length - 1];
+    return {
+      table: table.name,
+      columns: table.columns.map((c) => c.name),
+      rows: rows.map((r) => {
+        const values = encodeRow(table, r);
+        return table.columns.map((c) => values[c.name]);
+      }),
+      // Opaque to the client: the key as PostgreSQL's text, handed back as `after` for the next page.
+      next: rows.length === limit && last ? pkCols.map((_, k) => (last[`__k${k}`] as string | null) ?? null) : null,
+    };
   });
 
   app.post('/api/database/migrate/finish/', { schema: { querystring: NO_QUERY, body: TABLES_BODY }, preValidation: json, preHandler: requireSync }, async (request) => {

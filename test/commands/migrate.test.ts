@@ -177,8 +177,12 @@ describe('migrate', () => {
     expect(verify.code).toBe(1);
     expect(verify.stdout).toContain('Verify FAILED for: clinic_pet');
 
+    const nodes = async (): Promise<unknown[]> => bed.sql(`SELECT node_id, last_pull_at::text, last_pull_cursor, last_push_at::text FROM epetsync.nodes ORDER BY 1`);
+    const nodesBefore = await nodes();
     const check = await bed.cli(['migrate', '--check-only']);
     expect(check.code).toBe(1);
+    // Finding the differing keys reads the remote rows without recording a pull for this node.
+    expect(await nodes()).toEqual(nodesBefore);
     expect(check.stdout).toContain(`Remote table "clinic_pet" already holds different data (${generated.rows.clinic_pet} rows remotely, ${generated.rows.clinic_pet} locally; differing keys {"id":"2"})`);
 
     const refused = await bed.cli(['--json', 'migrate']);

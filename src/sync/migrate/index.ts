@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServerInfo, TableInfo as RemoteTable } from '../../client/index.js';
 import { isRetryable, RequestRejectedError, type RemoteDatabaseClient } from '../../client/index.js';
-import { createTables, remoteChecksum, remoteCounts, finishLoad, stageRows, replaceTables } from '../../client/migrate-api.js';
+import { createTables, remoteChecksum, remoteCounts, remoteRows, finishLoad, stageRows, replaceTables } from '../../client/migrate-api.js';
 import { stateFilePath, readState, updateState } from '../../client/state.js';
 import type { EpetsyncConfig } from '../../config/index.js';
 import { formatStamp, introspectSchema, openDatabase, quickCheck, takeBackup, type SqliteDatabase, type TableInfo as LocalTable } from '../../db/index.js';
@@ -837,18 +837,18 @@ async function differingKeys(db: SqliteDatabase, client: RemoteDatabaseClient, p
   const types = p.mapping.columns.map((c) => c.type);
   const where = p.mapping.primaryKey.map((k) => `${quote(k)} = ?`).join(' AND ');
   const select = db.prepare(`SELECT ${p.mapping.columns.map((c) => quote(c.name)).join(', ')} FROM main.${quote(p.local.name)} WHERE ${where}`).raw(true).safeIntegers(true);
-  let index: number[] | null = null;
-  for await (const event of client.snapshot([p.remote.name], { signal })) {
-    if (event.type === 'table') index = p.mapping.columns.map((c) => event.columns.indexOf(c.name));
-    if (event.type !== 'row' || !index) continue;
-    const values = index.map((i) => event.values[i] as WireValue);
-    const pk = pkFromValues(p.mapping, values);
-    const key = localKey(p.mapping, p.mapping.pkIndex.map((i) => values[i]), convert);
-    const row = select.get(...key) as Parameters<typeof convertRow>[1] | undefined;
-    const local = row ? convertRow(p.mapping, row, convert) : null;
-    const same = local?.ok === true && local.values.every((v, i) => canonicalEqual(v, values[i]!, types[i]!));
-    if (!same) out.push(pk);
-    if (out.length >= SAMPLE_KEYS) break;
+  for await (const page of remoteRows(client, p.remote.name, { signal })) {
+    const index = p.mapping.columns.map((c) => page.columns.indexOf(c.name));
+    for (const remote of page.rows) {
+      const values = index.map((i) => remote[i] as WireValue);
+      const pk = pkFromValues(p.mapping, values);
+      const key = localKey(p.mapping, p.mapping.pkIndex.map((i) => values[i]), convert);
+      const row = select.get(...key) as Parameters<typeof convertRow>[1] | undefined;
+      const local = row ? convertRow(p.mapping, row, convert) : null;
+      const same = local?.ok === true && local.values.every((v, i) => canonicalEqual(v, values[i]!, types[i]!));
+      if (!same) out.push(pk);
+      if (out.length >= SAMPLE_KEYS) return out;
+    }
   }
   return out;
 }
@@ -871,13 +871,14 @@ async function downloadRemoteCopy(client: RemoteDatabaseClient, info: ServerInfo
     const fd = openSync(join(dir, file), 'w');
     let sum: TableChecksum | null = null;
     try {
-      for await (const event of client.snapshot([remote.name], { signal })) {
-        if (event.type === 'table') {
-          sum = new TableChecksum(event.columns.map((name) => parsePgType(remote.columns.find((c) => c.name === name)!.type)));
-          writeSync(fd, `${JSON.stringify({ table: event.table, columns: event.columns, primary_key: event.primaryKey })}\n`);
-        } else if (event.type === 'row') {
-          sum!.add(event.values as WireValue[]);
-          writeSync(fd, `${JSON.stringify(event.values)}\n`);
+      for await (const page of remoteRows(client, remote.name, { signal })) {
+        if (!sum) {
+          sum = new TableChecksum(page.columns.map((name) => parsePgType(remote.columns.find((c) => c.name === name)!.type)));
+          writeSync(fd, `${JSON.stringify({ table: remote.name, columns: page.columns, primary_key: remote.primary_key })}\n`);
+        }
+        for (const values of page.rows) {
+          sum.add(values as WireValue[]);
+          writeSync(fd, `${JSON.stringify(values)}\n`);
         }
       }
       fsyncSync(fd);

@@ -86,6 +86,19 @@ describe.each(ENGINES)('migrate-support routes on %s', (engine) => {
     expect(await fingerprint(h)).toBe(before);
   });
 
+  it('pages through a table in key order with an opaque next key, without recording a pull', async () => {
+    const first = h.json<{ columns: string[]; rows: unknown[][]; next: string[] | null }>(await h.call({ method: 'POST', url: '/api/database/migrate/rows/', node: 'desk-rows', payload: { table: 'clinic_visit', limit: 2000 } }));
+    expect(first.columns).toEqual(['id', 'note']);
+    expect(first.rows.length).toBe(2000);
+    expect(first.rows[0]).toEqual([1, 'visit 1']);
+    expect(first.next).toEqual(['2000']);
+    const second = h.json<{ rows: unknown[][]; next: string[] | null }>(await h.call({ method: 'POST', url: '/api/database/migrate/rows/', node: 'desk-rows', payload: { table: 'clinic_visit', limit: 2000, after: first.next } }));
+    expect(second.rows.length).toBe(500);
+    expect(second.rows[0]).toEqual([2001, 'visit 2001']);
+    expect(second.next).toBeNull();
+    expect(await h.sql(`SELECT node_id FROM epetsync.nodes WHERE node_id = 'desk-rows'`)).toEqual([]);
+  });
+
   it('moves sequences past the largest id and answers the next value', async () => {
     await h.sql(`INSERT INTO clinic_owner (id, name) VALUES (500, 'Explicit id') `);
     const res = h.json<{ sequences: Array<{ table: string; next_value: string }> }>(await h.call({ method: 'POST', url: '/api/database/migrate/finish/', payload: { tables: ['clinic_owner'] } }));
