@@ -7,6 +7,7 @@ import type { CommandModule } from '../cli/spec.js';
 import type { EpetsyncConfig } from '../config/index.js';
 import { EpetsyncError } from '../errors.js';
 import { ExitCode } from '../exit-codes.js';
+import type { MonitorSummary } from '../sync/monitor.js';
 
 /** Lists the options `epetsync monitor` takes. */
 export interface MonitorCommandOptions {
@@ -20,19 +21,12 @@ export interface MonitorCommandOptions {
 
 /** Describes how a `monitor` run ended (the `--json` result). */
 export type MonitorResult =
-  | {
+  | (MonitorSummary & {
       action: 'ran';
       mode: 'once' | 'loop';
-      cycles: number;
-      failures: number;
-      pushed: number;
-      pulled: number;
-      conflicts: number;
-      quarantined: number;
       /** Changes waiting in the quarantine when the run ended. */
       quarantine: number;
-      stoppedBy: 'once' | 'signal';
-    }
+    })
   | { action: 'started'; pid: number; pidFile: string; logFile: string }
   | { action: 'stopped'; pid: number }
   | { action: 'not-running'; pidFile: string }
