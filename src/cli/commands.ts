@@ -9,6 +9,17 @@ const int = (name: string) => (value: string): number => {
 /** Lists every registered subcommand: flags, help text and lazy loaders. Only working commands are here. */
 export const COMMANDS: CommandSpec[] = [
   {
+    name: 'demo',
+    description: 'see the whole thing work on a sample clinic: generate a database, start an embedded server, diagnose, migrate, sync both ways, clean up',
+    examples: ['epetsync demo', 'epetsync demo --keep', 'epetsync demo --dir ./demo-clinic --keep', 'epetsync --json demo'],
+    define: (cmd) =>
+      cmd
+        .option('--dir <folder>', 'build the sample clinic in this new or empty folder (default: a new temporary folder)')
+        .option('--keep', 'keep the folder (database, config.json, logs) for exploring instead of deleting it')
+        .option('--scale <owners>', 'owners in the sample clinic (about 9 rows each; default 25)', int('--scale')),
+    load: async () => (await import('../commands/demo.js')).default,
+  },
+  {
     name: 'status',
     description: 'show the local database: path, size, journal mode, integrity, newest backup, tables and row counts',
     examples: ['epetsync status', 'epetsync status --json', 'epetsync status --config C:\\epetcare\\config.json'],
