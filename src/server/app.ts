@@ -55,6 +55,8 @@ export interface SyncAppOptions {
   logger?: FastifyBaseLogger | undefined;
   /** Aborted when the server closes: long polls answer at once. */
   closing?: AbortSignal | undefined;
+  /** Re-reads the sync scope now (after migrate creates tables); without it the scope changes only on the periodic refresh. */
+  refreshSchema?: (() => Promise<boolean>) | undefined;
 }
 
 const NODE_ID = '^[A-Za-z0-9._:-]{1,128}$';
@@ -307,7 +309,7 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
     return result;
   });
 
-  await app.register((await import('./migrate-routes.js')).migrateRoutes, { db, schema: current, requireSync });
+  await app.register((await import('./migrate-routes.js')).migrateRoutes, { db, schema: current, requireSync, refreshSchema: options.refreshSchema });
 
   (await import('./ids.js')).registerIdRoutes(app, { db, schema: current });
   return app;

@@ -108,6 +108,7 @@ export async function startSyncServer(options: SyncServerOptions = {}): Promise<
       limits: options.limits,
       logger: options.logger,
       closing: closing.signal,
+      refreshSchema: () => refreshSchema(),
     });
     const host = options.host ?? '127.0.0.1';
     try {

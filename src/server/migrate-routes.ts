@@ -26,6 +26,8 @@ export interface MigrateRoutesOptions {
   db: SqlDatabase;
   schema: () => SyncSchema;
   requireSync: preHandlerAsyncHookHandler;
+  /** Re-reads the sync scope, so tables just created are synced (and captured) at once. */
+  refreshSchema?: (() => Promise<boolean>) | undefined;
 }
 
 const ID = '^[A-Za-z0-9._:-]{1,128}$';
@@ -256,6 +258,7 @@ export async function migrateRoutes(app: FastifyInstance, options: MigrateRoutes
       return specs.map((t) => t.name);
     });
     request.log.info({ tables: created }, 'migrate created tables');
+    await options.refreshSchema?.();
     return { created, statements };
   });
 

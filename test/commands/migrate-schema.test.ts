@@ -17,8 +17,8 @@ describe('migrate --create-schema', () => {
   beforeAll(async () => {
     pg = await createTestDatabase('eps_migschema');
     await createSyncAccount(pg.url, 'frontdesk', 'correct horse battery');
-    // In-process: the point here is the schema, and a 1 s refresh lets the server pick up created tables at once.
-    server = await startSyncServer({ databaseUrl: pg.url, port: 0, schemaRefreshSeconds: 1 });
+    // The periodic refresh is off: the tables migrate creates must enter the sync scope at once.
+    server = await startSyncServer({ databaseUrl: pg.url, port: 0, schemaRefreshSeconds: 0 });
     folder = makeClinicFolder();
     writeFileSync(folder.config, `${JSON.stringify({ database: { path: 'db.sqlite3', backup_dir: 'backups' }, remote_database: { url: server.url, username: 'frontdesk' }, logging: { file: join(folder.root, 'logs', 'epetsync.log') } })}\n`);
     generateClinicDatabase(folder.db, { scale: 40, seed: 9 });
