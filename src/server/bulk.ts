@@ -108,15 +108,7 @@ export async function applyBulkLoad(db: SqlDatabase, schema: SyncSchema, tableNa
       else await insertRows(tx, load);
       await advanceSequence(tx, table);
     }
-    const { rows } = await tx.query<{ total_rows: string; last_key: unknown[] | null }>(
-      `INSERT INTO epetsync.bulk_loads (load_id, table_name, total_rows, last_key) VALUES ($1::text, $2::text, $3::int, $4::text::jsonb)
-       ON CONFLICT (load_id, table_name) DO UPDATE
-         SET total_rows = epetsync.bulk_loads.total_rows + EXCLUDED.total_rows,
-             last_key = coalesce(EXCLUDED.last_key, epetsync.bulk_loads.last_key), updated_at = now()
-       RETURNING total_rows::text AS total_rows, last_key`,
-      [loadId, table.name, load.rows.length, load.lastKey === null ? null : JSON.stringify(load.lastKey)],
-    );
-    return { table: table.name, load_id: loadId, rows: load.rows.length, total_rows: Number(rows[0]!.total_rows), last_key: rows[0]!.last_key };
+    return recordBulkCheckpoint(tx, loadId, table.name, load.rows.length, load.lastKey);
   });
 }
 
@@ -192,4 +184,26 @@ async function insertRows(tx: SqlExecutor, load: ParsedLoad): Promise<void> {
       throw databaseRefusal(error, { line: load.lines[start] });
     }
   }
+}
+
+/**
+ * Records a bulk chunk's checkpoint (rows so far, last key) in the transaction that wrote its
+ * rows, so a checkpoint never covers rows that were not committed, and returns the chunk's answer.
+ */
+export async function recordBulkCheckpoint(
+  tx: SqlExecutor,
+  loadId: string,
+  table: string,
+  rows: number,
+  lastKey: unknown[] | null,
+): Promise<{ table: string; load_id: string; rows: number; total_rows: number; last_key: unknown[] | null }> {
+  const { rows: saved } = await tx.query<{ total_rows: string; last_key: unknown[] | null }>(
+    `INSERT INTO epetsync.bulk_loads (load_id, table_name, total_rows, last_key) VALUES ($1::text, $2::text, $3::int, $4::text::jsonb)
+     ON CONFLICT (load_id, table_name) DO UPDATE
+       SET total_rows = epetsync.bulk_loads.total_rows + EXCLUDED.total_rows,
+           last_key = coalesce(EXCLUDED.last_key, epetsync.bulk_loads.last_key), updated_at = now()
+     RETURNING total_rows::text AS total_rows, last_key`,
+    [loadId, table, rows, lastKey === null ? null : JSON.stringify(lastKey)],
+  );
+  return { table, load_id: loadId, rows, total_rows: Number(saved[0]!.total_rows), last_key: saved[0]!.last_key };
 }

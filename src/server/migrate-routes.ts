@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest, preHandlerAsyncHookHandler } from
 import type { WireValue } from '../sync/convert.js';
 import { TableChecksum } from '../sync/checksum.js';
 import { parsePgType } from '../sync/pg-type.js';
-import { parseBulkBody } from './bulk.js';
+import { parseBulkBody, recordBulkCheckpoint } from './bulk.js';
 import { formatCursor, headCursor } from './cursor.js';
 import { HttpError } from './http-error.js';
 import { encodeRow } from './feed.js';
@@ -276,15 +276,7 @@ export async function migrateRoutes(app: FastifyInstance, options: MigrateRoutes
     return db.transaction(async (tx) => {
       await tx.query(`CREATE TABLE IF NOT EXISTS ${stage} (LIKE ${load.table.sqlName} INCLUDING DEFAULTS INCLUDING GENERATED)`);
       if (load.rows.length > 0) await stageRows(tx, stage, load.table, load.columns, load.rows, load.lines, db.kind === 'postgres');
-      const { rows } = await tx.query<{ total_rows: string; last_key: unknown[] | null }>(
-        `INSERT INTO epetsync.bulk_loads (load_id, table_name, total_rows, last_key) VALUES ($1::text, $2::text, $3::int, $4::text::jsonb)
-         ON CONFLICT (load_id, table_name) DO UPDATE
-           SET total_rows = epetsync.bulk_loads.total_rows + EXCLUDED.total_rows,
-               last_key = coalesce(EXCLUDED.last_key, epetsync.bulk_loads.last_key), updated_at = now()
-         RETURNING total_rows::text AS total_rows, last_key`,
-        [q.load_id, load.table.name, load.rows.length, load.lastKey === null ? null : JSON.stringify(load.lastKey)],
-      );
-      return { table: load.table.name, load_id: q.load_id, rows: load.rows.length, total_rows: Number(rows[0]!.total_rows), last_key: rows[0]!.last_key };
+      return recordBulkCheckpoint(tx, q.load_id, load.table.name, load.rows.length, load.lastKey);
     });
   });
 
