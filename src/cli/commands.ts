@@ -20,6 +20,24 @@ export const COMMANDS: CommandSpec[] = [
     load: async () => (await import('../commands/demo.js')).default,
   },
   {
+    name: 'init',
+    description: 'write config.json for your clinic (database, server URL, username; the password stays in EPETSYNC_PASSWORD) and check it',
+    examples: [
+      'EPETSYNC_PASSWORD=… epetsync init --db C:\\epetcare\\db.sqlite3 --url https://vet-app.onrender.com --username frontdesk',
+      'epetsync init --db ./db.sqlite3 --url https://vet-app.onrender.com --username frontdesk --dir ./clinic --force',
+      'epetsync init   # asks for what is missing, on a terminal',
+    ],
+    define: (cmd) =>
+      cmd
+        .option('--db <path>', "the desktop app's SQLite database")
+        .option('--url <url>', 'the web app or sync server, e.g. https://vet-app.onrender.com')
+        .option('--username <name>', 'the sync account')
+        .option('--dir <folder>', 'write config.json in this folder (default: the current one)')
+        .option('--force', 'replace an existing config.json (kept as config.json.bak; its other keys are carried over)')
+        .option('--store-password', 'also write the password (from EPETSYNC_PASSWORD or the prompt) into config.json, in plain text'),
+    load: async () => (await import('../commands/init.js')).default,
+  },
+  {
     name: 'status',
     description: 'show the local database: path, size, journal mode, integrity, newest backup, tables and row counts',
     examples: ['epetsync status', 'epetsync status --json', 'epetsync status --config C:\\epetcare\\config.json'],
