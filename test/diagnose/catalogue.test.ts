@@ -63,6 +63,21 @@ describe('diagnose catalogue', () => {
     expect(get(r3, 'config.credentials')).toMatchObject({ status: 'fail', found: 'remote_database.username is not set; epetsync never connects anonymously' });
   });
 
+  it('config: an unknown key (a typo) is a warning naming it, not a failure', async () => {
+    const typo = folder({ ...base(remote.url), sync: { node_id: 'catalogue-1', conflict_polcy: 'client-wins' } });
+    const r = await diagnose(typo.config, ['config']);
+    expect(get(r, 'config.valid')).toMatchObject({ status: 'warn', found: 'unknown config key sync.conflict_polcy is ignored' });
+  });
+
+  it('auth: tokens about to expire are a warning (a real 12 h token, seen from a clock 11 h 57 min ahead)', async () => {
+    const clinic = folder(base(remote.url));
+    const fresh = await diagnose(clinic.config, ['config', 'network', 'api', 'auth']);
+    expect(get(fresh, 'auth.token-expiry').status).toBe('ok');
+    const late = await diagnose(clinic.config, ['config', 'network', 'api', 'auth'], { now: () => new Date(Date.now() + (11 * 60 + 57) * 60_000) });
+    expect(get(late, 'auth.token-expiry')).toMatchObject({ status: 'warn', remedy: "Raise the server's token lifetime." });
+    expect(get(late, 'auth.token-expiry').found).toMatch(/^tokens expire after [0-9] min: every cycle logs in again$/);
+  });
+
   it('local: a missing file, orphan rows, old pending changes; backups: an old and a damaged backup', async () => {
     const missing = folder(base(remote.url));
     writeFileSync(missing.config, JSON.stringify({ ...base(remote.url), database: { path: 'nope.sqlite3', backup_dir: 'backups' } }));
