@@ -93,8 +93,9 @@ async function run(ctx: CommandContext, options: DemoCommandOptions): Promise<De
   const note = (text: string): void => ctx.out.note(text);
   let failed = false;
   const step = async (name: DemoStepName, title: string, work: () => Promise<string>): Promise<void> => {
-    if (failed) {
-      result.steps.push({ step: name, status: 'skipped', detail: 'an earlier step failed', seconds: 0 });
+    if (failed || ctx.signal.aborted) {
+      failed = true;
+      result.steps.push({ step: name, status: 'skipped', detail: ctx.signal.aborted ? 'interrupted' : 'an earlier step failed', seconds: 0 });
       return;
     }
     const t0 = Date.now();
