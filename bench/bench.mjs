@@ -6,7 +6,7 @@ import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSyn
 import { cpus, freemem, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { BIN, ROOT, createBenchDatabase, ensurePgloader, measure, median, pgQuery, startServer, versionOf } from './lib.mjs';
+import { BIN, ROOT, createBenchDatabase, ensurePgloader, measure, median, pgQuery, pgUrl, startServer, versionOf } from './lib.mjs';
 
 const ROWS_PER_BENCH_SCALE = 20_000;
 const PASSWORD = 'bench horse battery staple';
@@ -15,18 +15,21 @@ const USAGE = `Usage: npm run bench -- <migrate|sync> [options]
 
   migrate   epetsync migrate (through epetsync serve) vs raw CSV + psql \\copy vs pgloader,
             plus --help and diagnose start-up times
-  sync      real-time sync latency and offline catch-up (not built yet)
+  sync      epetsync monitor in real time: single-row commits each way, time until visible on the
+            other side (p50/p95/max); rows changed while offline, time to converge
 
 Options:
   --scale <n>     data size: scale 1 is about 20k rows, 100 about 2M (default 1)
   --repeat <n>    repetitions per contender, medians reported (default 3, at least 3)
   --seed <n>      generator seed (default 1)
+  --commits <n>   sync: single-row commits per direction (default 200)
+  --offline <n>   sync: rows inserted while the monitor is stopped (default 100000)
   --no-report     print the table but do not append it to docs/benchmarks.md
 `;
 
 /** Parses argv into the subcommand and its options. */
 function parseArgs(argv) {
-  const opts = { command: argv[0], scale: 1, repeat: 3, seed: 1, report: true };
+  const opts = { command: argv[0], scale: 1, repeat: 3, seed: 1, report: true, commits: 200, offline: 100_000 };
   for (let i = 1; i < argv.length; i += 1) {
     const a = argv[i];
     const num = () => {
@@ -37,6 +40,8 @@ function parseArgs(argv) {
     if (a === '--scale') opts.scale = num();
     else if (a === '--repeat') opts.repeat = num();
     else if (a === '--seed') opts.seed = num();
+    else if (a === '--commits') opts.commits = num();
+    else if (a === '--offline') opts.offline = num();
     else if (a === '--no-report') opts.report = false;
     else throw new Error(`unknown option ${a}`);
   }
@@ -263,6 +268,41 @@ Start-up: \`epetsync --help\` median ${fmt(median(help), 0)} ms (max ${fmt(Math.
 `;
 }
 
+/** Renders the sync results as a dated markdown section. */
+async function renderSyncReport(opts, r) {
+  const ms = (v) => (v === null ? 'n/a' : `${Math.round(v)}`);
+  const line = (name, s) => `| ${name} | ${s.n} | ${s.missed} | ${ms(s.p50)} | ${ms(s.p95)} | ${ms(s.max)} |`;
+  return `
+## ${new Date().toISOString().replace(/:\d\d\.\d+Z$/, ' UTC').replace('T', ' ')} — sync (real time)
+
+Reproduce: \`npm run bench -- sync --commits ${opts.commits} --offline ${opts.offline} --seed ${opts.seed}\`
+
+${await machineLine()}
+
+\`epetsync monitor\` with \`database.real_time_sync\` on a small clinic (generator scale 200 owners), migrated first.
+Desktop commits come from a separate Python process (its own sqlite3), timed from right after its COMMIT;
+web commits are INSERTs through a PostgreSQL client, timed from when the INSERT returned. Visibility is polled every 10 ms.
+"missed" counts commits not visible within 10 s.
+
+| direction | commits | missed | p50 ms | p95 ms | max ms |
+|---|---:|---:|---:|---:|---:|
+${line('desktop SQLite → PostgreSQL', r.push)}
+${line('PostgreSQL → desktop SQLite', r.pull)}
+
+Offline catch-up: ${r.offlineRows.toLocaleString('en-US')} owners inserted in one desktop transaction while the monitor was stopped;
+${r.catchUpSeconds === null ? 'did NOT converge within 300 s' : `all visible in PostgreSQL ${r.catchUpSeconds.toFixed(2)} s after the monitor was started`}.
+Peak RSS: monitor ${mb(r.rss.monitor)} MB during the real-time part, ${mb(r.rss.catchUpMonitor)} MB during catch-up; server ${mb(r.rss.server)} MB.
+`;
+}
+
+/** Returns the machine and versions line shared by every report. */
+async function machineLine() {
+  const pgVersion = (await pgQuery(pgUrl(), 'SHOW server_version'))[0].server_version;
+  const commit = execSync('git rev-parse --short HEAD', { cwd: ROOT, encoding: 'utf8' }).trim();
+  const cpu = cpus();
+  return `Machine: ${cpu.length} cores (${cpu[0]?.model ?? 'unknown'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB memory, Linux ${release()}. Versions: epetsync ${commit}, Node ${process.version}, PostgreSQL ${pgVersion} (127.0.0.1).`;
+}
+
 /** Entry point: runs one subcommand, prints its report, appends it to docs/benchmarks.md unless --no-report. */
 async function main() {
   const argv = process.argv.slice(2);
@@ -274,10 +314,8 @@ async function main() {
   if (!existsSync(join(ROOT, 'dist', 'sync', 'generate.js'))) throw new Error('dist/ is missing: run npm run build first');
   let report;
   if (opts.command === 'migrate') report = await benchMigrate(opts);
-  else if (opts.command === 'sync') {
-    process.stderr.write('bench sync is not built yet (issue 8, part 3).\n');
-    return 2;
-  } else throw new Error(`unknown benchmark ${opts.command}\n${USAGE}`);
+  else if (opts.command === 'sync') report = await renderSyncReport(opts, await (await import('./sync.mjs')).benchSync({ commits: opts.commits, offlineRows: opts.offline, seed: opts.seed, log }));
+  else throw new Error(`unknown benchmark ${opts.command}\n${USAGE}`);
   process.stdout.write(report);
   if (opts.report) {
     const file = join(ROOT, 'docs', 'benchmarks.md');
