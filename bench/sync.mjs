@@ -155,13 +155,21 @@ export async function benchSync({ commits, offlineRows, seed, log }) {
       log(`sync: ${offlineRows} rows inserted on the desktop while the monitor is stopped`);
       await writer.write(`bulk ${offlineRows}`);
       monitor = await startMonitor(config, folder);
-      const converged = await until(async () => Number((await pgClient.query(`SELECT count(*)::int AS n FROM clinic_owner WHERE email LIKE 'offline-%'`)).rows[0].n) === offlineRows, 300_000);
+      const arrived = async () => Number((await pgClient.query(`SELECT count(*)::int AS n FROM clinic_owner WHERE email LIKE 'offline-%'`)).rows[0].n);
+      // How far it got by the 10 s target, then how long the whole batch takes (bounded).
+      await until(async () => (await arrived()) === offlineRows || Date.now() - monitor.started >= 10_000, 15_000);
+      const arrivedAt10s = await arrived();
+      const converged = await until(async () => (await arrived()) === offlineRows, 300_000);
+      const arrivedAtEnd = await arrived();
+      if (converged === null) log(`monitor output at give-up (last 20 lines):\n${monitor.out().trim().split('\n').slice(-20).join('\n')}`);
       const catchUpRss = peakRssOf(monitor.child.pid);
       return {
         commits,
         offlineRows,
         push: summary(push),
         pull: summary(pull),
+        arrivedAt10s,
+        arrivedAtEnd,
         catchUpSeconds: converged === null ? null : (converged - monitor.started) / 1000,
         rss: { monitor: monitorRss, catchUpMonitor: catchUpRss, server: server.peakRssMb() },
         medianPush: median(push),
