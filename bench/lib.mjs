@@ -58,8 +58,13 @@ export function measure(command, args, { env, timeoutMs = 30 * 60_000, input } =
     let stderr = '';
     child.stdout.on('data', (d) => { stdout += d; });
     child.stderr.on('data', (d) => { stderr += d; });
-    // time -v forwards no SIGKILL, so kill the whole process group on timeout.
-    const timer = setTimeout(() => { try { child.kill('SIGKILL'); } catch { /* already gone */ } }, timeoutMs);
+    // Killing /usr/bin/time alone would orphan the measured process, so kill its children first.
+    const timer = setTimeout(() => {
+      let children = [];
+      try { children = readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { /* already gone */ }
+      for (const pid of children) { try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ } }
+      child.kill('SIGKILL');
+    }, timeoutMs);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
