@@ -6,10 +6,9 @@ import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSyn
 import { cpus, freemem, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { BIN, ROOT, createBenchDatabase, ensurePgloader, measure, median, pgQuery, pgUrl, startServer, versionOf } from './lib.mjs';
+import { BIN, PASSWORD, ROOT, createBenchAccount, createBenchDatabase, dist, ensurePgloader, measure, median, pgQuery, pgUrl, startServer, versionOf } from './lib.mjs';
 
 const ROWS_PER_BENCH_SCALE = 20_000;
-const PASSWORD = 'bench horse battery staple';
 
 const USAGE = `Usage: npm run bench -- <migrate|sync> [options]
 
@@ -49,7 +48,6 @@ function parseArgs(argv) {
   return opts;
 }
 
-const dist = (p) => import(new URL(`../dist/${p}`, import.meta.url).href);
 
 /** Generates the clinic database once per run; bench scale 1 ≈ 20k rows (the generator's scale counts owners, ~10 rows each). */
 async function generateTemplate(dir, scale, seed) {
@@ -86,17 +84,7 @@ async function runEpetsync(template, tables, work, diagnoseRuns) {
   let server;
   const folder = mkdtempSync(join(work, 'clinic-'));
   try {
-    const { installAuthSchema, createAccount } = await dist('server/auth/index.js');
-    const pg = (await import('pg')).default;
-    const c = new pg.Client({ connectionString: db.url });
-    await c.connect();
-    try {
-      const executor = { async query(text, params) { const r = await c.query(text, params); return { rows: r.rows, rowCount: r.rowCount ?? 0 }; } };
-      await installAuthSchema(executor);
-      await createAccount(executor, 'frontdesk', PASSWORD);
-    } finally {
-      await c.end();
-    }
+    await createBenchAccount(db.url);
     server = await startServer(db.url);
     copyFileSync(template, join(folder, 'db.sqlite3'));
     const config = join(folder, 'config.json');

@@ -152,3 +152,24 @@ export function ensurePgloader() {
   run(['apt-get', 'install', '-y', 'pgloader']);
   process.stderr.write(`pgloader installed: ${versionOf('pgloader')}\n`);
 }
+
+/** Imports a module of the built epetsync (dist/), e.g. `dist('server/auth/index.js')`. */
+export const dist = (p) => import(new URL(`../dist/${p}`, import.meta.url).href);
+
+/** The bench account's password (loopback-only throwaway databases). */
+export const PASSWORD = 'bench horse battery staple';
+
+/** Installs epetsync's account tables in the database at `url` and creates the bench account `frontdesk`. */
+export async function createBenchAccount(url) {
+  const { installAuthSchema, createAccount } = await dist('server/auth/index.js');
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const executor = { async query(text, params) { const r = await c.query(text, params); return { rows: r.rows, rowCount: r.rowCount ?? 0 }; } };
+    await installAuthSchema(executor);
+    await createAccount(executor, 'frontdesk', PASSWORD);
+  } finally {
+    await c.end();
+  }
+}
+

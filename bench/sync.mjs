@@ -5,10 +5,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { BIN, createBenchDatabase, median, peakRssOf, pgQuery, quantile, startServer } from './lib.mjs';
+import { BIN, PASSWORD, createBenchAccount, createBenchDatabase, dist, median, peakRssOf, pgQuery, quantile, startServer } from './lib.mjs';
 
-const PASSWORD = 'bench horse battery staple';
-const dist = (p) => import(new URL(`../dist/${p}`, import.meta.url).href);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // The desktop side, as the Vet Portal writes: its own process, Python's sqlite3, one transaction per command line.
@@ -94,7 +92,6 @@ function summary(samples) {
 /** Runs the sync benchmark and returns its results. */
 export async function benchSync({ commits, offlineRows, seed, log }) {
   const { DJANGO_POSTGRES_SCHEMA, generateClinicDatabase } = await dist('sync/generate.js');
-  const { installAuthSchema, createAccount } = await dist('server/auth/index.js');
   const db = await createBenchDatabase('sync');
   const folder = mkdtempSync(join(tmpdir(), 'epetsync-bench-sync-'));
   let server;
@@ -103,16 +100,7 @@ export async function benchSync({ commits, offlineRows, seed, log }) {
   let local;
   try {
     for (const sql of DJANGO_POSTGRES_SCHEMA) await pgQuery(db.url, sql);
-    const pg = (await import('pg')).default;
-    const c = new pg.Client({ connectionString: db.url });
-    await c.connect();
-    try {
-      const executor = { async query(text, params) { const r = await c.query(text, params); return { rows: r.rows, rowCount: r.rowCount ?? 0 }; } };
-      await installAuthSchema(executor);
-      await createAccount(executor, 'frontdesk', PASSWORD);
-    } finally {
-      await c.end();
-    }
+    await createBenchAccount(db.url);
     server = await startServer(db.url);
     const dbPath = join(folder, 'db.sqlite3');
     generateClinicDatabase(dbPath, { scale: 200, seed });
