@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import Database from 'better-sqlite3';
 import { expect } from 'vitest';
+import { EpetsyncError } from '../../src/errors.js';
 
 /** Returns a fresh temp folder (`eps-…`). */
 export function tempDir(): string {
@@ -115,3 +116,15 @@ export function errorLines(stderr: string): string[] {
   expect(stderr.endsWith('\n')).toBe(true);
   return stderr.slice(0, -1).split('\n');
 }
+
+/** Returns the EpetsyncError `fn` throws; fails the test when it throws nothing or something else. */
+export function failure(fn: () => unknown): EpetsyncError {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof EpetsyncError) return error;
+    throw error;
+  }
+  throw new Error('expected an EpetsyncError');
+}
+

@@ -3,18 +3,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { inspectDatabaseFile, journalMode, openDatabase } from '../../src/db/index.js';
-import { EpetsyncError } from '../../src/errors.js';
-import { hashTree, makeClinicDb, tempDir } from './fixtures.js';
+import { failure, hashTree, makeClinicDb, tempDir } from './fixtures.js';
 
-function failure(fn: () => unknown): EpetsyncError {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof EpetsyncError) return error;
-    throw error;
-  }
-  throw new Error('expected an EpetsyncError');
-}
 
 describe('db/open', () => {
   it('reports a missing file and never creates one', () => {

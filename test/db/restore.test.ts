@@ -3,18 +3,8 @@ import { join, relative } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { findBackup, restoreDatabase, takeBackup } from '../../src/db/index.js';
-import { EpetsyncError } from '../../src/errors.js';
-import { corruptPages, hashFile, hashTree, makeClinicDb, tempDir } from './fixtures.js';
+import { corruptPages, failure, hashFile, hashTree, makeClinicDb, tempDir } from './fixtures.js';
 
-function failure(fn: () => unknown): EpetsyncError {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof EpetsyncError) return error;
-    throw error;
-  }
-  throw new Error('expected an EpetsyncError');
-}
 
 /** Leaves `path` as a crashed WAL-mode app would: committed rows still only in -wal, and a -shm. */
 function crashedWalDb(dir: string, path: string): void {
