@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BIN, runCli } from '../helpers/cli.js';
+import { corruptTablePage } from '../db/fixtures.js';
 import { desktopWrite } from '../helpers/desktop-writer.js';
 import { PASSWORD, USER, createDesktopDb, startRemote, type Remote } from '../sync/fixture.js';
 
@@ -210,14 +211,7 @@ describe('epetsync monitor', () => {
     await remote.sql(`INSERT INTO clinic_species VALUES ('web-row', 'Only on the web at first')`);
     expect((await cli(['monitor', '--once'])).code).toBe(0);
 
-    const raw = new Database(dbPath);
-    raw.pragma('wal_checkpoint(TRUNCATE)');
-    const root = Number(raw.prepare(`SELECT rootpage FROM sqlite_master WHERE name = '_epetsync_changelog'`).pluck().get());
-    const pageSize = Number(raw.pragma('page_size', { simple: true }));
-    raw.close();
-    const bytes = readFileSync(dbPath);
-    for (let i = 0; i < pageSize; i++) bytes[(root - 1) * pageSize + i] = (i * 17 + 0x5a) & 0xff;
-    writeFileSync(dbPath, bytes);
+    corruptTablePage(dbPath, '_epetsync_changelog');
 
     const fixed = await cli(['monitor', '--once', '--fix']);
     expect(fixed.code).toBe(0);
@@ -233,14 +227,8 @@ describe('epetsync monitor', () => {
     expect((await cli(['backup'])).code).toBe(0);
     await remote.sql(`INSERT INTO clinic_species VALUES ('after-backup', 'Written on the web later')`);
 
-    const raw = new Database(dbPath);
-    raw.pragma('wal_checkpoint(TRUNCATE)');
-    const root = Number(raw.prepare(`SELECT rootpage FROM sqlite_master WHERE name = '_epetsync_changelog'`).pluck().get());
-    const pageSize = Number(raw.pragma('page_size', { simple: true }));
-    raw.close();
+    const damaged = corruptTablePage(dbPath, '_epetsync_changelog');
     const bytes = readFileSync(dbPath);
-    for (let i = 0; i < pageSize; i++) bytes[(root - 1) * pageSize + i] = (i * 31 + 0xa5) & 0xff;
-    writeFileSync(dbPath, bytes);
 
     const broken = await cli(['monitor', '--once']);
     expect(broken.code).toBe(5);
@@ -251,7 +239,7 @@ describe('epetsync monitor', () => {
     expect(fixed.stdout).toMatch(/^Restored .*backups.* over the corrupt database \(damaged files kept: .+\); re-pulling from the backup's cursor\.\nSynced once: pushed 0, pulled 1, conflicts 0\.\n$/);
     const kept = /damaged files kept: ([^,)]+)/.exec(fixed.stdout)![1]!;
     // The damaged page is still there in the kept file: nothing was repaired in place or deleted.
-    const page = (buf: Buffer): Buffer => buf.subarray((root - 1) * pageSize, root * pageSize);
+    const page = (buf: Buffer): Buffer => buf.subarray(damaged.start, damaged.end);
     expect(page(readFileSync(kept)).equals(page(bytes))).toBe(true);
     expect(localRows('SELECT code FROM clinic_species ORDER BY code')).toEqual([{ code: 'after-backup' }, { code: 'before-backup' }]);
     expect(await remote.sql(`SELECT code FROM clinic_species ORDER BY code`)).toEqual([{ code: 'after-backup' }, { code: 'before-backup' }]);

@@ -53,6 +53,29 @@ export function makeClinicDb(path: string, options: ClinicDbOptions = {}): strin
   return path;
 }
 
+/**
+ * Overwrites the root page of one table with garbage, after checkpointing the WAL into the file,
+ * so that the next read of that table (and only a read that reaches it) finds the file malformed.
+ * Returns the byte range of the damaged page.
+ */
+export function corruptTablePage(path: string, table: string): { start: number; end: number } {
+  const db = new Database(path);
+  let root: number;
+  let pageSize: number;
+  try {
+    db.pragma('wal_checkpoint(TRUNCATE)');
+    root = Number(db.prepare('SELECT rootpage FROM sqlite_master WHERE name = ?').pluck().get(table));
+    pageSize = Number(db.pragma('page_size', { simple: true }));
+  } finally {
+    db.close();
+  }
+  if (!(root > 1)) throw new Error(`${path} has no table ${table} to corrupt`);
+  const buf = readFileSync(path);
+  for (let i = 0; i < pageSize; i += 1) buf[(root - 1) * pageSize + i] = (i * 31 + 0xa5) & 0xff;
+  writeFileSync(path, buf);
+  return { start: (root - 1) * pageSize, end: root * pageSize };
+}
+
 /** Overwrites `count` pages in the middle of an SQLite file with garbage (page 1, the header, is left intact). */
 export function corruptPages(path: string, count = 3, pageSize = 4096): void {
   const buf = readFileSync(path);
