@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { ChangePage, FeedChange, ServerInfo, SnapshotEvent, UploadBatch, UploadChange, UploadResponse, UploadResult } from '../client/index.js';
 import { RequestRejectedError } from '../client/index.js';
-import { sqliteCode } from '../db/index.js';
+import { quoteIdent, sqliteCode } from '../db/index.js';
 import { EpetsyncError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { fromWire, toWire, type SqliteValue, type WireValue } from './convert.js';
-import { INTERNAL_PREFIX, META, applyWithoutCapture, installCapture, parseKey, quoteIdent, readMeta, writeMeta, type PrimaryKeyValue } from './local-capture.js';
+import { INTERNAL_PREFIX, META, applyWithoutCapture, installCapture, parseKey, readMeta, writeMeta, type PrimaryKeyValue } from './local-capture.js';
 import { parsePgType, type PgType } from './pg-type.js';
 import { OUTBOX, ensureSyncTables, quarantineChange, recordConflict } from './store.js';
 

@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { quoteIdent } from '../db/sql.js';
 
 /**
  * Local change capture: SQLite triggers on every synced table record (table, primary key,
@@ -35,11 +36,6 @@ export interface PendingChange {
 
 /** Names a primary-key value read back from the changelog. */
 export type PrimaryKeyValue = bigint | number | string | Buffer | null;
-
-/** Quotes an SQLite identifier (tables and columns come from introspection, never from the network). */
-export function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
 
 function quoteLiteral(text: string): string {
   return `'${text.replace(/'/g, "''")}'`;
