@@ -1,0 +1,94 @@
+import { appendFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/**
+ * The shared kit of the reliability suite (issue 9, docs/reliability.md).
+ *
+ * Every file under test/chaos/ runs twice over: a short version inside the normal `npm test`
+ * (one case of each kind, small counts) and the long version under `npm run test:chaos`
+ * (`EPETSYNC_CHAOS=long`), which repeats faults and kills many times. Files pick their counts
+ * with {@link scaled}, report what they did with {@link recordFigures}, keep every file they
+ * make (logs included) under {@link chaosWorkDir}, and name every secret they use with
+ * {@link registerSecret}. After a long run, `scripts/chaos.mjs` greps everything under the work
+ * folder for every registered secret and writes the figures into docs/reliability.md.
+ */
+
+/** True under `npm run test:chaos`. */
+export const CHAOS_LONG = process.env.EPETSYNC_CHAOS === 'long';
+
+/** Folder of the current long run's figures, secrets and work files (unset in the normal test run). */
+const OUT = process.env.EPETSYNC_CHAOS_OUT;
+
+/** Returns `short` in the normal test run and `long` under `npm run test:chaos`. */
+export function scaled<T>(short: T, long: T): T {
+  return CHAOS_LONG ? long : short;
+}
+
+/** Answers of one kind of hostile request: how many were tried, and how the other side answered each (by status or error name). */
+export interface HostileTally {
+  tried: number;
+  answers: Record<string, number>;
+}
+
+/** What one part of the suite did and saw; every field but `part` and `title` is optional. */
+export interface ChaosFigures {
+  /** Stable id, one file of figures per part (e.g. "network", "crash.migrate"). */
+  part: string;
+  /** One line saying what ran, for the report. */
+  title: string;
+  seconds?: number;
+  /** Faults injected, by kind (e.g. reset, stall, latency, outage). */
+  faults?: Record<string, number>;
+  /** SIGKILLs, by process (e.g. monitor, migrate, serve). */
+  kills?: Record<string, number>;
+  /** Restarts, by what was restarted (e.g. postgresql, serve). */
+  restarts?: Record<string, number>;
+  /** Rows written on each side during the part, and what the final comparison found. */
+  rows?: { desktop_written: number; web_written: number; lost: number; duplicated: number };
+  /** Hostile requests or answers, by kind. */
+  hostile?: Record<string, HostileTally>;
+  /** Anything else worth a line in the report (name → value). */
+  checks?: Record<string, number | string | boolean>;
+}
+
+/** Adds one answer to a tally (a status code such as "400" or an error name such as "ProtocolError"). */
+export function tally(t: HostileTally, answer: string): void {
+  t.tried += 1;
+  t.answers[answer] = (t.answers[answer] ?? 0) + 1;
+}
+
+/** Writes a part's figures for the report; a no-op outside `npm run test:chaos`. */
+export function recordFigures(figures: ChaosFigures): void {
+  if (!OUT) return;
+  mkdirSync(join(OUT, 'figures'), { recursive: true });
+  writeFileSync(join(OUT, 'figures', `${figures.part.replace(/[^\w.-]/g, '_')}.json`), `${JSON.stringify(figures, null, 2)}\n`);
+}
+
+/** Names a secret (password, token, database password) that must appear in no file the suite wrote. */
+export function registerSecret(secret: string): void {
+  if (!OUT || secret.length < 6) return;
+  appendFileSync(join(OUT, 'secrets.txt'), `${secret}\n`);
+}
+
+/** Makes a fresh folder for a part's files (databases, configs, logs); under the run's work folder during a long run, so its logs get grepped. */
+export function chaosWorkDir(name: string): string {
+  const root = OUT ? join(OUT, 'work') : tmpdir();
+  mkdirSync(root, { recursive: true });
+  return mkdtempSync(join(root, `epetsync-chaos-${name.replace(/[^\w.-]/g, '_')}-`));
+}
+
+/** A small seeded PRNG (mulberry32), so a run's random fault schedule can be replayed from its seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The seed of this run: EPETSYNC_CHAOS_SEED when set (to replay a failure), else the time. Print it in failure messages. */
+export const CHAOS_SEED = Number(process.env.EPETSYNC_CHAOS_SEED ?? Date.now() % 2 ** 31);
