@@ -532,8 +532,10 @@ export class SyncEngine {
             note: `local row moved to ${table.primaryKey[0]}=${newId}`,
           });
           result.collisions += 1;
-          // The server applied ours over the web app's row: put the web app's row back.
-          if (r.resolution === 'client-wins' && serverValues) fixups.push({ change: { table: change.table, op: 'upsert', pk: change.pk, values: serverValues }, plan: { ...entry, seqs: [], firstOp: 'U' } });
+          // The server applied ours over the web app's row (or over its delete): put that back.
+          if (r.resolution === 'client-wins') {
+            fixups.push({ change: serverValues ? { table: change.table, op: 'upsert', pk: change.pk, values: serverValues } : { table: change.table, op: 'delete', pk: change.pk }, plan: { ...entry, seqs: [], firstOp: 'U' } });
+          }
           continue;
         }
         result.conflicts += 1;
@@ -583,7 +585,8 @@ export class SyncEngine {
 
   private isCollision(change: UploadChange, entry: PlanEntry, serverValues: Record<string, unknown> | null): boolean {
     const table = this.scope.get(change.table);
-    return table !== undefined && table.rekeyable && change.op === 'upsert' && entry.firstOp === 'I' && serverValues !== null && this.remote.allocateIds !== undefined;
+    // A new local row meeting a remote change of its key is another row, also when the web app has deleted that one since (serverValues null).
+    return table !== undefined && table.rekeyable && change.op === 'upsert' && entry.firstOp === 'I' && this.remote.allocateIds !== undefined;
   }
 
   /** Takes fresh ids from the server for each colliding row, above every id the local table holds. */
@@ -705,7 +708,8 @@ export class SyncEngine {
     const first = this.db.prepare(`SELECT op FROM ${CHANGELOG} WHERE table_name = ? AND pk = ? ORDER BY seq LIMIT 1`).pluck().safeIntegers(false);
     for (const change of page.changes) {
       const table = this.scope.get(change.table);
-      if (!table || !table.rekeyable || change.op !== 'upsert') continue;
+      // A feed delete too: the web app deleting its own row with this id must not take the desktop's new row with it.
+      if (!table || !table.rekeyable) continue;
       const pkValues = this.localKey(table, change.pk);
       const keyText = this.keyText(pkValues);
       if (first.get(table.name, keyText) !== 'I' || !this.readRow(table, pkValues)) continue;

@@ -236,6 +236,33 @@ describe('SyncEngine', () => {
     expect(local(`SELECT id, name FROM clinic_owner WHERE id = 1`)).toEqual([{ id: 1, name: 'Web owner' }]);
   });
 
+  it('keeps an offline insert whose id the web app used for a row it has deleted since, at push and at pull', async () => {
+    // Found by the network chaos test: the web app's delete of its own row won the "conflict" and took the desktop's new row with it.
+    let duringPull: (() => void) | undefined;
+    const e = engine({ hooks: { beforePull: () => duringPull?.() } });
+    await e.prepare();
+    // At push: the desktop's owner 1 meets the web app's owner 1, already deleted.
+    desktopWrite(path, [[["INSERT INTO clinic_owner (name, updated_at) VALUES ('Desk owner, pushed', '2026-11-25 09:00:00')"]]]);
+    await remote.sql(`INSERT INTO clinic_owner (name) VALUES ('Web owner 1')`);
+    await remote.sql(`DELETE FROM clinic_owner`);
+    expect((await e.runCycle()).collisions).toBe(1);
+    await e.runCycle();
+    // At pull: the web app takes and deletes the id the desktop's next insert gets, and that insert lands between push and pull.
+    const next = Number((local(`SELECT max((SELECT seq FROM sqlite_sequence WHERE name = 'clinic_owner'), (SELECT max(id) FROM clinic_owner)) AS n`) as Array<{ n: number }>)[0]!.n) + 1;
+    await remote.sql(`INSERT INTO clinic_owner (id, name) VALUES ($1, 'Web owner 2')`, [next]);
+    await remote.sql(`DELETE FROM clinic_owner WHERE id = $1`, [next]);
+    duringPull = () => {
+      duringPull = undefined;
+      desktopWrite(path, [[["INSERT INTO clinic_owner (name, updated_at) VALUES ('Desk owner, pulled', '2026-11-25 09:00:00')"]]]);
+    };
+    expect((await e.runCycle()).collisions).toBe(1);
+    await e.runCycle();
+    const names = ['Desk owner, pulled', 'Desk owner, pushed'];
+    expect((await owners()).map((o) => o.name).sort()).toEqual(names);
+    expect((local(`SELECT name FROM clinic_owner ORDER BY name`) as Array<{ name: string }>).map((o) => o.name)).toEqual(names);
+    expect(local(`SELECT id FROM clinic_owner ORDER BY id`)).toEqual((await owners()).map((o) => ({ id: Number(o.id) })));
+  });
+
   it('resends the same batch after a crash between upload and acknowledgement: no duplicate, no loss', async () => {
     const e = engine({
       hooks: {
