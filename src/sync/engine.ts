@@ -112,6 +112,8 @@ interface OutboxRow {
   batch_id: string;
   body: string;
   plan: string;
+  /** The batch and plan as built, when this process just persisted them (saves parsing back what it wrote). */
+  built?: { batch: UploadBatch; plan: PlanEntry[] } | undefined;
 }
 
 type Row = Record<string, SqliteValue>;
@@ -137,6 +139,7 @@ export class SyncEngine {
   private preparedAt = 0;
   private rescoped = false;
   private cycleWaiters: Array<() => void> = [];
+  private readonly statements = new Map<string, Database.Statement>();
 
   constructor(options: SyncEngineOptions) {
     this.options = options;
@@ -160,6 +163,7 @@ export class SyncEngine {
     this.info = info;
     this.preparedAt = Date.now();
     this.scope = buildScope(this.db, info, this.options.include, this.options.exclude);
+    this.statements.clear();
     ensureSyncTables(this.db);
     installCapture(this.db, [...this.scope.values()].map((t) => ({ name: t.name, primaryKey: t.primaryKey })));
     let cursor = readMeta(this.db, META.pullCursor);
@@ -287,8 +291,8 @@ export class SyncEngine {
       if (signal?.aborted) return;
       const row = this.nextOutbox() ?? this.buildBatch(result);
       if (!row) return;
-      const batch = JSON.parse(row.body) as UploadBatch;
-      const plan = JSON.parse(row.plan) as PlanEntry[];
+      const batch = row.built?.batch ?? (JSON.parse(row.body) as UploadBatch);
+      const plan = row.built?.plan ?? (JSON.parse(row.plan) as PlanEntry[]);
       let answer: UploadResponse;
       try {
         answer = await this.remote.upload(batch);
@@ -338,25 +342,32 @@ export class SyncEngine {
   }
 
   private buildFromHead(limit: number, result: CycleResult): OutboxRow | undefined | 'again' {
-    const head = this.db.prepare(`SELECT seq, table_name, pk, op FROM ${CHANGELOG} ORDER BY seq LIMIT ?`).safeIntegers(false).all(limit) as Array<{
+    const head = this.stmt(`SELECT seq, table_name, pk, op FROM ${CHANGELOG} ORDER BY seq LIMIT 1`, { safeIntegers: false }).all() as Array<{
       seq: number;
       table_name: string;
       pk: string;
       op: 'I' | 'U' | 'D';
     }>;
     if (head.length === 0) return undefined;
+    // Every entry of the rows the head touches, in one statement through the row index: later
+    // entries of the same row are covered by the current values read now. CROSS JOIN keeps the
+    // head as the outer loop (SQLite would otherwise scan the whole changelog against it).
+    const entries = this.stmt(
+      `SELECT c.seq, c.table_name, c.pk, c.op
+         FROM (SELECT DISTINCT table_name, pk FROM (SELECT table_name, pk FROM ${CHANGELOG} ORDER BY seq LIMIT ?)) h
+         CROSS JOIN ${CHANGELOG} c ON c.table_name = h.table_name AND c.pk = h.pk
+        ORDER BY c.seq`,
+      { safeIntegers: false },
+    ).all(limit) as typeof head;
     const rows = new Map<string, PlanEntry>();
-    for (const e of head) {
+    for (const e of entries) {
       const key = `${e.table_name}\u0000${e.pk}`;
-      if (!rows.has(key)) rows.set(key, { table: e.table_name, pkText: e.pk, seqs: [], firstOp: e.op });
+      const entry = rows.get(key);
+      if (entry) entry.seqs.push(e.seq);
+      else rows.set(key, { table: e.table_name, pkText: e.pk, seqs: [e.seq], firstOp: e.op });
     }
-    const allOfRow = this.db.prepare(`SELECT seq, op FROM ${CHANGELOG} WHERE table_name = ? AND pk = ? ORDER BY seq`).safeIntegers(false);
     const changes: Array<{ change: UploadChange; plan: PlanEntry; firstSeq: number }> = [];
     for (const entry of rows.values()) {
-      // Later entries of the same row are covered by the current values read now.
-      const all = allOfRow.all(entry.table, entry.pkText) as Array<{ seq: number; op: 'I' | 'U' | 'D' }>;
-      entry.seqs = all.map((a) => a.seq);
-      entry.firstOp = all[0]?.op ?? entry.firstOp;
       const table = this.scope.get(entry.table);
       const pkValues = safeParseKey(entry.pkText);
       if (!table || !pkValues || pkValues.length !== table.primaryKey.length) {
@@ -403,8 +414,26 @@ export class SyncEngine {
   }
 
   private persistBatch(batch: UploadBatch, plan: PlanEntry[]): OutboxRow {
-    const info = this.db.prepare(`INSERT INTO ${OUTBOX} (batch_id, body, plan) VALUES (?, ?, ?)`).run(batch.batch_id, JSON.stringify(batch), JSON.stringify(plan));
-    return { seq: Number(info.lastInsertRowid), batch_id: batch.batch_id, body: JSON.stringify(batch), plan: JSON.stringify(plan) };
+    const body = JSON.stringify(batch);
+    const planText = JSON.stringify(plan);
+    const info = this.stmt(`INSERT INTO ${OUTBOX} (batch_id, body, plan) VALUES (?, ?, ?)`).run(batch.batch_id, body, planText);
+    return { seq: Number(info.lastInsertRowid), batch_id: batch.batch_id, body, plan: planText, built: { batch, plan } };
+  }
+
+  /**
+   * Returns a statement compiled once per engine (until the scope is re-read): the push and pull
+   * paths run the same few statements once per row, and compiling each time dominated them.
+   */
+  private stmt(sql: string, mode: { pluck?: boolean; safeIntegers?: boolean } = {}): Database.Statement {
+    const key = `${mode.pluck ? 'p' : '-'}${mode.safeIntegers === undefined ? '-' : mode.safeIntegers ? 's' : 'n'}${sql}`;
+    let statement = this.statements.get(key);
+    if (!statement) {
+      statement = this.db.prepare(sql);
+      if (mode.pluck) statement.pluck();
+      if (mode.safeIntegers !== undefined) statement.safeIntegers(mode.safeIntegers);
+      this.statements.set(key, statement);
+    }
+    return statement;
   }
 
   private newBatchId(): string {
@@ -449,7 +478,7 @@ export class SyncEngine {
   private readRow(table: ScopeTable, pkValues: PrimaryKeyValue[]): Row | undefined {
     const cols = table.columns.map((c) => quoteIdent(c.name)).join(', ');
     const where = table.primaryKey.map((c) => `${quoteIdent(c)} IS ?`).join(' AND ');
-    return this.db.prepare(`SELECT ${cols} FROM ${quoteIdent(table.name)} WHERE ${where}`).safeIntegers(true).get(...pkValues) as Row | undefined;
+    return this.stmt(`SELECT ${cols} FROM ${quoteIdent(table.name)} WHERE ${where}`, { safeIntegers: true }).get(...pkValues) as Row | undefined;
   }
 
   private isPermanent(error: unknown): boolean {
@@ -568,7 +597,7 @@ export class SyncEngine {
           fixups.push({ change: { table: change.table, op: change.op, pk: change.pk, ...(change.values ? { values: change.values } : {}) }, plan: { ...entry, seqs: [], firstOp: 'U' } });
         }
       }
-      const ack = this.db.prepare(`DELETE FROM ${CHANGELOG} WHERE seq = ?`);
+      const ack = this.stmt(`DELETE FROM ${CHANGELOG} WHERE seq = ?`);
       plan.forEach((entry, i) => {
         if (moved.has(i)) return;
         for (const s of entry.seqs) ack.run(s);
@@ -705,7 +734,7 @@ export class SyncEngine {
   private pullCollisions(page: ChangePage): Array<{ table: string; keyText: string; pkValues: PrimaryKeyValue[]; change: FeedChange }> {
     const out: Array<{ table: string; keyText: string; pkValues: PrimaryKeyValue[]; change: FeedChange }> = [];
     if (!this.remote.allocateIds) return out;
-    const first = this.db.prepare(`SELECT op FROM ${CHANGELOG} WHERE table_name = ? AND pk = ? ORDER BY seq LIMIT 1`).pluck().safeIntegers(false);
+    const first = this.stmt(`SELECT op FROM ${CHANGELOG} WHERE table_name = ? AND pk = ? ORDER BY seq LIMIT 1`, { pluck: true, safeIntegers: false });
     for (const change of page.changes) {
       const table = this.scope.get(change.table);
       // A feed delete too: the web app deleting its own row with this id must not take the desktop's new row with it.
@@ -725,7 +754,7 @@ export class SyncEngine {
     const keyText = this.keyText(pkValues);
     const pending = moved.has(`${table.name}\u0000${keyText}`)
       ? []
-      : (this.db.prepare(`SELECT seq FROM ${CHANGELOG} WHERE table_name = ? AND pk = ?`).pluck().safeIntegers(false).all(table.name, keyText) as number[]);
+      : (this.stmt(`SELECT seq FROM ${CHANGELOG} WHERE table_name = ? AND pk = ?`, { pluck: true, safeIntegers: false }).all(table.name, keyText) as number[]);
     result.pulled += 1;
     if (pending.length > 0) {
       // Changed here since the last sync and changed there: a conflict.
@@ -782,19 +811,17 @@ export class SyncEngine {
     const name = quoteIdent(table.name);
     if (values === null) {
       const where = table.primaryKey.map((c) => `${quoteIdent(c)} IS ?`).join(' AND ');
-      this.db.prepare(`DELETE FROM ${name} WHERE ${where}`).run(...pkValues);
+      this.stmt(`DELETE FROM ${name} WHERE ${where}`).run(...pkValues);
       return;
     }
     const cols = table.columns.filter((c) => Object.prototype.hasOwnProperty.call(values, c.name));
     const params = cols.map((c) => this.toLocal(values[c.name] as WireValue, c.type));
     const updates = cols.filter((c) => !table.primaryKey.includes(c.name)).map((c) => `${quoteIdent(c.name)} = excluded.${quoteIdent(c.name)}`);
     const conflict = updates.length > 0 ? `DO UPDATE SET ${updates.join(', ')}` : 'DO NOTHING';
-    this.db
-      .prepare(
-        `INSERT INTO ${name} (${cols.map((c) => quoteIdent(c.name)).join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ` +
-          `ON CONFLICT (${table.primaryKey.map((c) => quoteIdent(c)).join(', ')}) ${conflict}`,
-      )
-      .run(...params);
+    this.stmt(
+      `INSERT INTO ${name} (${cols.map((c) => quoteIdent(c.name)).join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ` +
+        `ON CONFLICT (${table.primaryKey.map((c) => quoteIdent(c)).join(', ')}) ${conflict}`,
+    ).run(...params);
   }
 
   private toLocal(value: WireValue, type: PgType): SqliteValue {
@@ -811,7 +838,7 @@ export class SyncEngine {
   /** Returns the changelog's key text for key values, computed by SQLite's own quote() as the triggers do. */
   private keyText(pkValues: PrimaryKeyValue[]): string {
     const sql = `SELECT ${pkValues.map(() => 'quote(?)').join(` || ',' || `)}`;
-    return String(this.db.prepare(sql).pluck().get(...pkValues));
+    return String(this.stmt(sql, { pluck: true }).get(...pkValues));
   }
 }
 

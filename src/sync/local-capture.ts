@@ -37,6 +37,14 @@ export interface PendingChange {
 /** Names a primary-key value read back from the changelog. */
 export type PrimaryKeyValue = bigint | number | string | Buffer | null;
 
+/**
+ * Names the changelog index by row (table, key, seq): the engine looks up every entry of a row
+ * when it builds a batch, settles an answer or applies a feed change; without it each look-up
+ * scans the whole changelog and a large offline backlog takes quadratic time. Created with
+ * IF NOT EXISTS whenever capture is installed, so existing installs get it on their next start.
+ */
+export const CHANGELOG_ROW_INDEX = `${INTERNAL_PREFIX}changelog_row`;
+
 function quoteLiteral(text: string): string {
   return `'${text.replace(/'/g, "''")}'`;
 }
@@ -56,6 +64,7 @@ function internalTablesSql(): string {
       op TEXT NOT NULL CHECK (op IN ('I', 'U', 'D')),
       changed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
     );
+    CREATE INDEX IF NOT EXISTS ${CHANGELOG_ROW_INDEX} ON ${INTERNAL_PREFIX}changelog (table_name, pk, seq);
     CREATE TABLE IF NOT EXISTS ${INTERNAL_PREFIX}apply (id INTEGER PRIMARY KEY CHECK (id = 1), suppress INTEGER NOT NULL DEFAULT 0);
     INSERT OR IGNORE INTO ${INTERNAL_PREFIX}apply (id, suppress) VALUES (1, 0);
   `;

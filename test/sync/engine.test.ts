@@ -106,6 +106,30 @@ describe('SyncEngine', () => {
     expect(await remote.sql(`SELECT count(*)::int AS n FROM clinic_species`)).toEqual([{ n: 0 }]);
   });
 
+  it('pushes a large offline backlog in as many batches as the batch size needs, each row once with its latest values', async () => {
+    const e = engine({ batchSize: 500 });
+    await e.prepare();
+    // One desktop transaction of 1,200 inserts, then edits of rows spread over the backlog: an edited
+    // row travels once, in the batch where its first entry falls, carrying its current values.
+    desktopWrite(path, [
+      [["WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200) INSERT INTO clinic_owner (name, updated_at) SELECT 'owner ' || i, '2026-11-25 10:00:00' FROM n"]],
+      [["UPDATE clinic_owner SET name = name || ' (edited)' WHERE id % 100 = 0"]],
+      [["DELETE FROM clinic_owner WHERE id = 1150"]],
+    ]);
+    expect(local(`SELECT count(*) AS n FROM _epetsync_changelog`)).toEqual([{ n: 1200 + 12 + 1 }]);
+    const r = await e.runCycle();
+    // 1,213 entries over 1,200 rows: the first batch takes entries 1–500 (rows 1–500 and their later
+    // edits), the second rows 501–1000, the third the rest; rows 1001–1200 were inserted and one deleted.
+    expect(r).toMatchObject({ pushed: 1200, batches: 3, pending: 0, quarantined: 0, conflicts: 0 });
+    expect(outboxCount(db)).toBe(0);
+    const rows = await remote.sql<{ n: number; edited: number; max: string }>(
+      `SELECT count(*)::int AS n, count(*) FILTER (WHERE name LIKE '% (edited)')::int AS edited, max(id)::text AS max FROM clinic_owner`,
+    );
+    expect(rows).toEqual([{ n: 1199, edited: 12, max: '1200' }]);
+    expect(await remote.sql(`SELECT name FROM clinic_owner WHERE id IN (100, 1150, 1200) ORDER BY id`)).toEqual([{ name: 'owner 100 (edited)' }, { name: 'owner 1200 (edited)' }]);
+    expect(await e.runCycle()).toMatchObject({ pushed: 0, pulled: 0, batches: 0 });
+  });
+
   it('starts from the server head, so rows written before it are not replayed', async () => {
     await remote.sql(`INSERT INTO clinic_species VALUES ('old', 'Before the start')`);
     const e = engine();

@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import {
   CAPTURE_VERSION,
+  CHANGELOG_ROW_INDEX,
   acknowledgeChanges,
   applyWithoutCapture,
   captureVersion,
@@ -114,6 +115,30 @@ describe('local-capture', () => {
     expect(readPendingChanges(db, 10)).toEqual([]);
     removeCapture(db, { dropTables: true });
     expect(captureVersion(db)).toBeNull();
+  });
+
+  it('indexes the changelog by row, and gives an existing install the index on its next start without losing pending changes', () => {
+    const { path, db } = clinicDb();
+    const rowLookup = `EXPLAIN QUERY PLAN SELECT seq FROM _epetsync_changelog WHERE table_name = 'clinic_owner' AND pk = '1' ORDER BY seq`;
+    const plan = (): string => (db.prepare(rowLookup).all() as Array<{ detail: string }>).map((r) => r.detail).join('; ');
+    installCapture(db, TABLES);
+    expect(db.prepare(`SELECT tbl_name FROM sqlite_master WHERE type = 'index' AND name = ?`).pluck().get(CHANGELOG_ROW_INDEX)).toBe('_epetsync_changelog');
+    expect(plan()).toContain(`USING COVERING INDEX ${CHANGELOG_ROW_INDEX}`);
+
+    // A desktop database whose capture was installed before the index existed, with changes waiting.
+    db.exec(`DROP INDEX ${CHANGELOG_ROW_INDEX}`);
+    desktopWrite(path, [[["INSERT INTO clinic_owner (name) VALUES ('before')", []], ["UPDATE clinic_owner SET name = 'still before' WHERE id = 1", []]]]);
+    expect(plan()).toContain('SCAN _epetsync_changelog');
+    installCapture(db, TABLES);
+    expect(plan()).toContain(`USING COVERING INDEX ${CHANGELOG_ROW_INDEX}`);
+    expect(readPendingChanges(db, 10).map(({ table, pk, op }) => ({ table, pk, op }))).toEqual([
+      { table: 'clinic_owner', pk: [1n], op: 'I' },
+      { table: 'clinic_owner', pk: [1n], op: 'U' },
+    ]);
+    // The desktop app's own SQLite keeps writing through the triggers into the indexed changelog.
+    desktopWrite(path, [[["DELETE FROM clinic_owner WHERE id = 1", []]]]);
+    expect(readPendingChanges(db, 10).map((c) => c.op)).toEqual(['I', 'U', 'D']);
+    expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
   });
 
   it('clears only acknowledged entries, so an edit made after reading stays pending', () => {
