@@ -4,7 +4,7 @@ import { Readable, pipeline } from 'node:stream';
 import { constants as zlibConstants, createGzip, gzipSync } from 'node:zlib';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type preHandlerAsyncHookHandler } from 'fastify';
 import { registerAuth, renderHttpError } from './auth/index.js';
-import { DEFAULT_BODY_LIMITS, limitedBody, type BodyLimits } from './body.js';
+import { bodyStream, DEFAULT_BODY_LIMITS, discardBody, limitedBody, type BodyLimits } from './body.js';
 import { applyBulkLoad, bulkProgress } from './bulk.js';
 import { checkCursorIssued, formatCursor, headCursor, parseCursor } from './cursor.js';
 import { readFeed } from './feed.js';
@@ -142,7 +142,9 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
     }
   });
   app.addHook('preParsing', async (request, _reply, payload) => limitedBody(payload, request.headers, limits));
-  app.addContentTypeParser('application/x-ndjson', { parseAs: 'string', bodyLimit: limits.maxDecompressedBytes }, (_req, body, done) => done(null, body));
+  // NDJSON bodies (bulk load, staged rows) are handed over unread: the routes stream them into COPY
+  // line by line, so a body is never held whole in memory (limitedBody still caps its size).
+  app.addContentTypeParser('application/x-ndjson', (_req, payload, done) => done(null, payload));
   app.addHook('onSend', async (request, reply, payload) => compress(request, reply, payload));
   app.setErrorHandler((error, request, reply) => renderHttpError(nameUnknownProperties(error), request, reply));
   app.setNotFoundHandler((request, reply) => {
@@ -295,16 +297,17 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
   });
 
   app.post('/api/database/bulk/', {
-    schema: { querystring: BULK_QUERY, headers: NODE_HEADERS, body: { type: 'string' } },
+    schema: { querystring: BULK_QUERY, headers: NODE_HEADERS },
     preValidation: async (request) => {
       if (!isType(request, 'application/x-ndjson')) {
         throw new HttpError('UNSUPPORTED_MEDIA_TYPE', 'The bulk endpoint takes application/x-ndjson.', { content_type: String(request.headers['content-type'] ?? '').slice(0, 80) });
       }
     },
     preHandler: requireSync,
+    onResponse: async (request) => discardBody(request.body),
   }, async (request) => {
     const q = request.query as { table: string; load_id: string };
-    const result = await applyBulkLoad(db, current(), q.table, q.load_id, request.body as string);
+    const result = await applyBulkLoad(db, current(), q.table, q.load_id, bodyStream(request.body));
     request.log.info({ table: result.table, load_id: result.load_id, rows: result.rows, total_rows: result.total_rows }, 'bulk load chunk');
     return result;
   });

@@ -1,4 +1,4 @@
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import { HttpError } from './http-error.js';
 
@@ -24,6 +24,10 @@ export function limitedBody(payload: Readable, headers: Record<string, string | 
   const declared = Number(headers['content-length']);
   if (Number.isFinite(declared) && declared > limits.maxBodyBytes) throw tooLarge(limits.maxBodyBytes, 'body');
   const out = new PassThrough() as PassThrough & { receivedEncodedLength?: number };
+  // Fastify stops listening once it has answered (a 415 before parsing, a body over a route's own
+  // limit): a corrupt gzip tail arriving after that must not become an unhandled 'error' that ends
+  // the whole process. Whoever still reads the body gets the error through its own listener.
+  out.on('error', () => {});
   const gzip = encoding !== 'identity';
   let encoded = 0;
   let decoded = 0;
@@ -59,4 +63,20 @@ export function limitedBody(payload: Readable, headers: Record<string, string | 
 
 function tooLarge(limit: number, what: string): HttpError {
   return new HttpError('BODY_TOO_LARGE', `The ${what} is over the limit of ${limit} bytes.`, { limit });
+}
+
+/** Returns a request body handed over unread (a stream) or already read (a string, a Buffer) as something to iterate. */
+export function bodyStream(body: unknown): string | AsyncIterable<Buffer | string> {
+  if (typeof body === 'string') return body;
+  if (Buffer.isBuffer(body)) return body.toString('utf8');
+  if (body instanceof Readable) return body;
+  throw new HttpError('BAD_REQUEST', 'The request has no body: the first line must be {"columns":[...]}', { line: 1, problems: [{ path: 'body', message: 'is missing' }] });
+}
+
+/** Lets a streamed body that nobody read (a request refused before its handler ran) flow away, so the connection stays usable. */
+export function discardBody(body: unknown): void {
+  if (body instanceof Readable && !body.readableEnded && !body.destroyed) {
+    body.on('error', () => {});
+    body.resume();
+  }
 }

@@ -3,10 +3,12 @@ import type { FastifyInstance, FastifyRequest, preHandlerAsyncHookHandler } from
 import type { WireValue } from '../sync/convert.js';
 import { TableChecksum } from '../sync/checksum.js';
 import { parsePgType } from '../sync/pg-type.js';
-import { parseBulkBody, recordBulkCheckpoint } from './bulk.js';
+import { BulkBody, recordBulkCheckpoint, writeBulkRows } from './bulk.js';
+import { bodyStream, discardBody } from './body.js';
 import { formatCursor, headCursor } from './cursor.js';
 import { HttpError } from './http-error.js';
 import { encodeRow } from './feed.js';
+import { toWire as wireValue } from './values.js';
 import { castParam, INTERNAL_SCHEMA, selectList, type SyncSchema, type TableInfo } from './schema.js';
 import { streamSnapshot } from './snapshot.js';
 import { quoteIdent, type SqlDatabase, type SqlExecutor } from './sql.js';
@@ -151,14 +153,28 @@ export async function migrateRoutes(app: FastifyInstance, options: MigrateRoutes
       return i;
     });
     const checksum = new TableChecksum(index.map((i) => parsePgType(table.columns[i]!.type)));
-    const controller = new AbortController();
-    request.raw.on('close', () => controller.abort());
-    for await (const chunk of streamSnapshot(db, { tables: [table], signal: controller.signal, pageSize: 2000 })) {
-      for (const line of chunk.split('\n')) {
-        if (!line.startsWith('{"type":"row"')) continue;
-        const values = (JSON.parse(line) as { values: WireValue[] }).values;
-        checksum.add(index.map((i) => values[i]!));
-      }
+    let gone = false;
+    request.raw.on('close', () => {
+      gone = true;
+    });
+    // Keyset pages straight from the database into wire values: no JSON text in between.
+    const cols = index.map((i) => table.columns[i]!);
+    const pkCols = table.primaryKey.map((n) => table.columnsByName.get(n)!);
+    const keys = pkCols.map((c, k) => `to_jsonb(t.${quoteIdent(c.name)}) #>> '{}' AS __k${k}`).join(', ');
+    const order = pkCols.map((c) => `t.${quoteIdent(c.name)}`).join(', ');
+    const pageSize = 5000;
+    let after: Array<string | null> | null = null;
+    for (;;) {
+      if (gone) throw new HttpError('BAD_REQUEST', 'the client went away', {});
+      const params: unknown[] = [];
+      const bound: Array<string | null> | null = after;
+      const where: string = bound === null ? '' : `WHERE (${order}) > (${pkCols.map((c, k) => { params.push(bound[k] ?? null); return castParam(c, `$${params.length}`); }).join(', ')})`;
+      params.push(pageSize);
+      const { rows }: { rows: Array<Record<string, unknown>> } = await db.query<Record<string, unknown>>(`SELECT ${selectList(table)}, ${keys} FROM ${table.sqlName} t ${where} ORDER BY ${order} LIMIT $${params.length}::int`, params);
+      for (const r of rows) checksum.add(cols.map((c) => (wireValue(c.kind, r[c.name]) ?? null) as WireValue));
+      if (rows.length < pageSize) break;
+      const last: Record<string, unknown> = rows[rows.length - 1]!;
+      after = pkCols.map((_, k) => last[`__k${k}`] as string | null);
     }
     return { table: table.name, columns: names, rows: checksum.rows, checksum: checksum.digest() };
   });
@@ -263,21 +279,28 @@ export async function migrateRoutes(app: FastifyInstance, options: MigrateRoutes
   });
 
   app.post('/api/database/migrate/stage/', {
-    schema: { querystring: STAGE_QUERY, body: { type: 'string' } },
+    // The body is a stream (the x-ndjson parser hands it over unread): rows go into COPY as they arrive.
+    schema: { querystring: STAGE_QUERY },
     preValidation: async (request) => {
       const given = String(request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
       if (given !== 'application/x-ndjson') throw new HttpError('UNSUPPORTED_MEDIA_TYPE', 'The stage route takes application/x-ndjson.', { content_type: given.slice(0, 80) });
     },
     preHandler: requireSync,
+    onResponse: async (request) => discardBody(request.body),
   }, async (request) => {
     const q = request.query as { table: string; load_id: string };
-    const load = parseBulkBody(options.schema(), q.table, request.body as string);
+    const load = await BulkBody.open(options.schema(), q.table, bodyStream(request.body));
     const stage = stageName(q.load_id, load.table.name);
-    return db.transaction(async (tx) => {
-      await tx.query(`CREATE TABLE IF NOT EXISTS ${stage} (LIKE ${load.table.sqlName} INCLUDING DEFAULTS INCLUDING GENERATED)`);
-      if (load.rows.length > 0) await stageRows(tx, stage, load.table, load.columns, load.rows, load.lines, db.kind === 'postgres');
-      return recordBulkCheckpoint(tx, q.load_id, load.table.name, load.rows.length, load.lastKey);
-    });
+    try {
+      return await db.transaction(async (tx) => {
+        await tx.query(`CREATE TABLE IF NOT EXISTS ${stage} (LIKE ${load.table.sqlName} INCLUDING DEFAULTS INCLUDING GENERATED)`);
+        await writeBulkRows(tx, db.kind === 'postgres', load, stage, (rows, lines) => stageRows(tx, stage, load.table, load.columns, rows, lines));
+        return recordBulkCheckpoint(tx, q.load_id, load.table.name, load.rows, load.lastKey);
+      });
+    } catch (error) {
+      await load.drain();
+      throw error;
+    }
   });
 
   app.post('/api/database/migrate/replace/', { schema: { querystring: NO_QUERY, body: REPLACE_BODY }, preValidation: json, preHandler: requireSync }, async (request) => {
@@ -349,29 +372,9 @@ function stageName(loadId: string, table: string): string {
   return `${quoteIdent(INTERNAL_SCHEMA)}.${quoteIdent(`stage_${hash}`)}`;
 }
 
-async function stageRows(tx: SqlExecutor, stage: string, table: TableInfo, columns: string[], rows: Array<Array<string | null>>, lines: number[], copy: boolean): Promise<void> {
+async function stageRows(tx: SqlExecutor, stage: string, table: TableInfo, columns: string[], rows: Array<Array<string | null>>, lines: number[]): Promise<void> {
   const cols = columns.map((c) => table.columnsByName.get(c)!);
   const list = cols.map((c) => quoteIdent(c.name)).join(', ');
-  if (copy && tx.copyFrom) {
-    const csv = function* (): Generator<string> {
-      let chunk = '';
-      for (const row of rows) {
-        chunk += `${row.map((v) => (v === null ? '' : `"${v.replace(/"/g, '""')}"`)).join(',')}\n`;
-        if (chunk.length > 65536) {
-          yield chunk;
-          chunk = '';
-        }
-      }
-      if (chunk) yield chunk;
-    };
-    try {
-      await tx.copyFrom(`COPY ${stage} (${list}) FROM STDIN WITH (FORMAT csv)`, csv());
-    } catch (error) {
-      const m = /line (\d+)/.exec(String((error as { where?: unknown }).where ?? ''));
-      throw databaseRefusal(error, { line: m ? (lines[Number(m[1]) - 1] ?? null) : null });
-    }
-    return;
-  }
   const perStatement = Math.max(1, Math.min(500, Math.floor(30000 / cols.length)));
   for (let start = 0; start < rows.length; start += perStatement) {
     const params: Array<string | null> = [];
