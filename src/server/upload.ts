@@ -93,7 +93,13 @@ export async function applyUpload(db: SqlDatabase, schema: SyncSchema, batch: Up
     let applied = 0;
     let conflicts = 0;
     const touched = new Set<TableInfo>();
-    for (const change of prepared) {
+    if (await applyBatched(tx, prepared, options.node)) {
+      for (const change of prepared) {
+        touched.add(change.table);
+        results.push({ index: change.index, status: 'applied' });
+      }
+      applied = prepared.length;
+    } else for (const change of prepared) {
       const conflict = change.base ? await findConflict(tx, change, change.base, options.node) : false;
       let apply = true;
       let result: ChangeResult = { index: change.index, status: 'applied' };
@@ -142,6 +148,103 @@ export async function applyUpload(db: SqlDatabase, schema: SyncSchema, batch: Up
     .query(`UPDATE epetsync.batches SET response = response || jsonb_build_object('cursor', $2::text) WHERE batch_id = $1::text`, [batch.batch_id, cursor])
     .catch(() => {});
   return { ...outcome.fresh, cursor };
+}
+
+/**
+ * Applies a batch with one statement per run of consecutive changes to the same table with the
+ * same operation and columns, instead of one statement (and one conflict query) per change: a
+ * large backlog is otherwise bound by round trips. Taken only when it gives exactly what the
+ * change-by-change path gives: every row appears once in the batch and no change conflicts (one
+ * query per table and base cursor finds out). Otherwise, or when PostgreSQL refuses a statement
+ * (the change-by-change path then names the refused change's index), everything it did is rolled
+ * back to a savepoint and it returns false.
+ */
+async function applyBatched(tx: SqlExecutor, prepared: PreparedChange[], node: string): Promise<boolean> {
+  if (prepared.length < 2) return false;
+  const keys = new Set<string>();
+  for (const change of prepared) {
+    const key = `${change.table.name}\u0000${change.key.join('\u0000')}`;
+    if (keys.has(key)) return false;
+    keys.add(key);
+  }
+  const checks = new Map<string, { table: TableInfo; base: Cursor; changes: PreparedChange[] }>();
+  for (const change of prepared) {
+    if (!change.base) continue;
+    const id = `${change.table.name}\u0000${change.base.txid}.${change.base.seq}`;
+    const group = checks.get(id) ?? { table: change.table, base: change.base, changes: [] };
+    group.changes.push(change);
+    checks.set(id, group);
+  }
+  for (const group of checks.values()) {
+    if (await anyConflict(tx, group.table, group.base, group.changes, node)) return false;
+  }
+  await tx.query('SAVEPOINT epetsync_batched');
+  try {
+    for (let start = 0; start < prepared.length; ) {
+      const first = prepared[start]!;
+      const shape = `${first.columns.join('\u0000')}`;
+      let end = start + 1;
+      while (end < prepared.length && prepared[end]!.table === first.table && prepared[end]!.op === first.op && prepared[end]!.columns.join('\u0000') === shape) end += 1;
+      const run = prepared.slice(start, end);
+      if (first.op === 'delete') await deleteRun(tx, first.table, run);
+      else await upsertRun(tx, first.table, run);
+      start = end;
+    }
+  } catch (error) {
+    await tx.query('ROLLBACK TO SAVEPOINT epetsync_batched');
+    // A deadlock victim is retried whole; any other refusal is found and named change by change.
+    const code = (error as { code?: unknown }).code;
+    if (code === '40P01' || code === '40001') throw error;
+    return false;
+  }
+  await tx.query('RELEASE SAVEPOINT epetsync_batched');
+  return true;
+}
+
+/** Returns `unnest(...) WITH ORDINALITY AS k(c0, c1, …, n)` over one text[] parameter per column, from `$first`. */
+function unnestColumns(count: number, first: number): string {
+  const arrays = Array.from({ length: count }, (_, i) => `$${first + i}::text[]`).join(', ');
+  const names = Array.from({ length: count }, (_, i) => `c${i}`).join(', ');
+  return `unnest(${arrays}) WITH ORDINALITY AS k(${names}, n)`;
+}
+
+/** Returns the key columns of a run as one text[] per primary-key column. */
+function keyArrays(table: TableInfo, run: PreparedChange[]): Array<Array<string | null>> {
+  return table.primaryKey.map((_, k) => run.map((c) => c.key[k] ?? null));
+}
+
+async function anyConflict(tx: SqlExecutor, table: TableInfo, base: Cursor, run: PreparedChange[], node: string): Promise<boolean> {
+  const key = `jsonb_build_object(${table.primaryKey
+    .map((name, k) => `${quoteLiteral(name)}, to_jsonb(${castParam(table.columnsByName.get(name)!, `k.c${k}`)}) #>> '{}'`)
+    .join(', ')})`;
+  const { rows } = await tx.query(
+    `SELECT 1 FROM ${unnestColumns(table.primaryKey.length, 5)}
+      WHERE EXISTS (SELECT 1 FROM epetsync.changelog c
+                     WHERE c.table_name = $1::text AND c.pk = ${key}
+                       AND (c.txid, c.seq) > ($2::text::xid8, $3::text::bigint) AND c.origin IS DISTINCT FROM $4::text)
+      LIMIT 1`,
+    [table.name, base.txid, base.seq, node, ...keyArrays(table, run)],
+  );
+  return rows.length > 0;
+}
+
+async function deleteRun(tx: SqlExecutor, table: TableInfo, run: PreparedChange[]): Promise<void> {
+  const where = table.primaryKey.map((name, k) => `t.${quoteIdent(name)} = ${castParam(table.columnsByName.get(name)!, `k.c${k}`)}`).join(' AND ');
+  await tx.query(`DELETE FROM ${table.sqlName} t USING ${unnestColumns(table.primaryKey.length, 1)} WHERE ${where}`, keyArrays(table, run));
+}
+
+async function upsertRun(tx: SqlExecutor, table: TableInfo, run: PreparedChange[]): Promise<void> {
+  const columns = run[0]!.columns;
+  const cols = columns.map((c) => quoteIdent(c)).join(', ');
+  const vals = columns.map((c, i) => castParam(table.columnsByName.get(c)!, `k.c${i}`)).join(', ');
+  const updates = columns.filter((c) => !table.primaryKey.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`);
+  const overriding = columns.some((c) => table.columnsByName.get(c)!.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
+  const onConflict = updates.length > 0 ? `DO UPDATE SET ${updates.join(', ')}` : 'DO NOTHING';
+  await tx.query(
+    `INSERT INTO ${table.sqlName} (${cols})${overriding} SELECT ${vals} FROM ${unnestColumns(columns.length, 1)} ORDER BY k.n
+     ON CONFLICT (${table.primaryKey.map((c) => quoteIdent(c)).join(', ')}) ${onConflict}`,
+    columns.map((_, i) => run.map((c) => c.params[i] ?? null)),
+  );
 }
 
 /**
