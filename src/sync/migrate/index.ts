@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as setImmediatePromise, setTimeout as sleep } from 'node:timers/promises';
 import type { ServerInfo, TableInfo as RemoteTable } from '../../client/index.js';
 import { isRetryable, RequestRejectedError, type RemoteDatabaseClient } from '../../client/index.js';
 import { createTables, remoteChecksum, remoteCounts, remoteRows, finishLoad, stageRows, replaceTables } from '../../client/migrate-api.js';
@@ -29,9 +29,9 @@ import { buildMapping, convertRow, localKey, readPages, reportable, type RowProb
 /** Django tables migrate never carries (the sync deny list). */
 const NEVER_MIGRATED = new Set(['django_migrations', 'django_session', 'django_admin_log', 'django_content_type', 'auth_permission', 'auth_group_permissions', 'auth_user_user_permissions']);
 /** Rows per bulk request: one request is one checkpoint. */
-const CHUNK_ROWS = 5000;
+const CHUNK_ROWS = 20_000;
 /** Approximate wire bytes per bulk request (well under the server's 64 MiB body limit). */
-const CHUNK_BYTES = 8 * 1024 * 1024;
+const CHUNK_BYTES = 16 * 1024 * 1024;
 /** Rows per second assumed for the duration estimate before anything was measured. */
 const ESTIMATED_ROWS_PER_SECOND = 15_000;
 const SAMPLE_KEYS = 5;
@@ -685,17 +685,40 @@ async function loadTable(
       await sendRows(rows.slice(half));
     }
   };
+  /** Sets aside (returning true) a row whose parent row was rejected; `self` checks only this table's own references. */
+  const orphanOfRejected = (values: WireValue[], self: boolean): boolean => {
+    const orphan = references.find((fk) => (!self || fk.table === table) && rejects!.isRejected(fk.table, fk.index.map((i) => values[i]!)));
+    if (!orphan) return false;
+    rejects!.add({ table, pk: pkFromValues(p.mapping, values), column: orphan.index.map((i) => p.mapping.columns[i]!.name).join(', '), kind: 'parent-rejected', reason: `its row in "${orphan.table}" was rejected`, value: values[orphan.index[0]!]! });
+    return true;
+  };
+  // One request in flight while the next chunk is read and converted: the client works while the
+  // server and PostgreSQL do. Only one, so requests commit (and checkpoint) in key order.
+  let inFlight: Promise<void> | null = null;
   const send = async (): Promise<void> => {
-    await sendRows(chunk);
+    let rows = chunk;
     chunk = [];
     bytes = 0;
-    progress(false);
+    if (inFlight) {
+      const before = rejects?.count(table) ?? 0;
+      await inFlight;
+      // A row of this very table refused meanwhile may be the parent of rows already converted (a self-reference).
+      if (rejects && rejects.count(table) > before) rows = rows.filter((values) => !orphanOfRejected(values, true));
+      if (rows.length === 0) return;
+    }
+    const sent = sendRows(rows).then(() => progress(false));
+    // Seen when awaited before the next send or at the end; until then a failure must not count as unhandled.
+    sent.catch(() => {});
+    inFlight = sent;
   };
   // Foreign keys whose parent rows may have been set aside: a child of a rejected row is rejected too.
   const references = p.local.foreignKeys
     .map((fk) => ({ table: fk.referencedTable, index: fk.columns.map((col) => p.mapping.columns.findIndex((c) => c.name === col)) }))
     .filter((fk) => fk.index.every((i) => i >= 0));
   for (const page of readPages(db, p.mapping, after)) {
+    // Let the request in flight write its body and read its answer between pages.
+    if (inFlight) await setImmediatePromise();
+    if (deps.signal.aborted) throw interrupted();
     for (const row of page) {
       const c = convertRow(p.mapping, row, convert);
       if (!c.ok) {
@@ -703,22 +726,31 @@ async function loadTable(
         rejects.add(c.problem);
         continue;
       }
-      const orphan = rejects ? references.find((fk) => rejects.isRejected(fk.table, fk.index.map((i) => row[i]!))) : undefined;
-      if (rejects && orphan) {
-        rejects.add({ table, pk: pkFromValues(p.mapping, c.values), column: orphan.index.map((i) => p.mapping.columns[i]!.name).join(', '), kind: 'parent-rejected', reason: `its row in "${orphan.table}" was rejected`, value: reportable(row[orphan.index[0]!]!) });
-        continue;
-      }
+      if (rejects && orphanOfRejected(c.values, false)) continue;
       chunk.push(c.values);
-      bytes += JSON.stringify(c.values).length;
+      bytes += wireBytes(c.values);
       if (chunk.length >= CHUNK_ROWS || bytes >= CHUNK_BYTES) await send();
     }
   }
   if (chunk.length > 0) await send();
+  if (inFlight) await inFlight;
   p.report.rejected = rejects?.count(table) ?? 0;
   p.report.loaded = loaded;
   p.report.seconds = round((performance.now() - started) / 1000);
   p.report.rowsPerSecond = p.report.seconds > 0 ? Math.round(loaded / p.report.seconds) : loaded;
   progress(true);
+}
+
+/** Returns about how many bytes a row takes as a JSON line, without serialising it. */
+function wireBytes(values: WireValue[]): number {
+  let n = 2;
+  for (const v of values) {
+    if (typeof v === 'string') n += v.length + 3;
+    else if (v === null) n += 5;
+    else if (typeof v === 'object') n += JSON.stringify(v).length + 1;
+    else n += 12;
+  }
+  return n;
 }
 
 function tableLoadId(state: MigrateState, table: string): string {
@@ -793,10 +825,12 @@ function keyText(values: unknown[]): string {
 }
 
 /** Computes the local checksum of a table over the mapped columns (rows that cannot be converted are counted apart). */
-function localChecksum(db: SqliteDatabase, mapping: TableMapping, convert: ConvertOptions, signal: AbortSignal, rejects: RejectLog | null = null): { sum: TableChecksum; unconvertible: number } {
+async function localChecksum(db: SqliteDatabase, mapping: TableMapping, convert: ConvertOptions, signal: AbortSignal, rejects: RejectLog | null = null): Promise<{ sum: TableChecksum; unconvertible: number }> {
   const sum = new TableChecksum(mapping.columns.map((c) => c.type));
   let unconvertible = 0;
   for (const page of readPages(db, mapping, null)) {
+    // Between pages the event loop sends the remote checksum requests and reads their answers.
+    await setImmediatePromise();
     if (signal.aborted) throw interrupted();
     for (const row of page) {
       const c = convertRow(mapping, row, convert);
@@ -808,8 +842,10 @@ function localChecksum(db: SqliteDatabase, mapping: TableMapping, convert: Conve
 }
 
 async function compareTable(db: SqliteDatabase, client: RemoteDatabaseClient, p: Planned, convert: ConvertOptions, signal: AbortSignal, rejects: RejectLog | null): Promise<boolean> {
-  const local = localChecksum(db, p.mapping, convert, signal, rejects);
-  const remote = await remoteChecksum(client, p.remote.name, p.mapping.columns.map((c) => c.name), { signal });
+  const asked = remoteChecksum(client, p.remote.name, p.mapping.columns.map((c) => c.name), { signal });
+  asked.catch(() => {});
+  const local = await localChecksum(db, p.mapping, convert, signal, rejects);
+  const remote = await asked;
   p.report.localChecksum = local.sum.digest();
   p.report.remoteChecksum = remote.checksum;
   return remote.rows === local.sum.rows && remote.checksum === local.sum.digest();
@@ -817,10 +853,22 @@ async function compareTable(db: SqliteDatabase, client: RemoteDatabaseClient, p:
 
 /** Verifies every planned table: equal row counts and checksums on both sides; fills `mismatched`. */
 async function verifyAll(db: SqliteDatabase, client: RemoteDatabaseClient, planned: Planned[], convert: ConvertOptions, signal: AbortSignal, result: MigrateResult, rejects: RejectLog | null): Promise<void> {
+  // Every remote checksum is asked for at once: the server and PostgreSQL compute them while this
+  // process computes the local ones.
+  const remotes = new Map(
+    planned
+      .filter((p) => p.report.action !== 'missing-remotely')
+      .map((p) => {
+        const asked = remoteChecksum(client, p.remote.name, p.mapping.columns.map((c) => c.name), { signal });
+        asked.catch(() => {});
+        return [p, asked] as const;
+      }),
+  );
   for (const p of planned) {
-    if (p.report.action === 'missing-remotely') continue;
-    const local = localChecksum(db, p.mapping, convert, signal, rejects);
-    const remote = await remoteChecksum(client, p.remote.name, p.mapping.columns.map((c) => c.name), { signal });
+    const asked = remotes.get(p);
+    if (!asked) continue;
+    const local = await localChecksum(db, p.mapping, convert, signal, rejects);
+    const remote = await asked;
     p.report.localChecksum = local.sum.digest();
     p.report.remoteChecksum = remote.checksum;
     p.report.remoteRows = remote.rows;
