@@ -76,6 +76,7 @@ const DOWNLOAD_QUERY = {
     tables: { type: 'string', maxLength: 65536 },
     after_table: { type: 'string', maxLength: 256 },
     after: { type: 'string', maxLength: 65536 },
+    echo: { type: 'string', enum: ['0', '1'] },
   },
 } as const;
 
@@ -218,7 +219,7 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
 
   app.get('/api/database/download/', { schema: { querystring: DOWNLOAD_QUERY, headers: NODE_HEADERS }, preHandler: requireSync }, async (request, reply) => {
     const schema = current();
-    const q = request.query as { since?: string; limit?: string; wait?: string; tables?: string; after_table?: string; after?: string };
+    const q = request.query as { since?: string; limit?: string; wait?: string; tables?: string; after_table?: string; after?: string; echo?: string };
     const tables = q.tables === undefined ? undefined : [...new Set(q.tables.split(',').filter((n) => n !== ''))].map((n) => requireTable(schema, n));
     if (q.since === undefined) {
       if (q.limit !== undefined || q.wait !== undefined) {
@@ -253,7 +254,10 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
     const wait = q.wait === undefined ? 0 : Number(q.wait);
     if (wait > MAX_WAIT_SECONDS) throw new HttpError('BAD_REQUEST', `wait must be 0–${MAX_WAIT_SECONDS} seconds, got ${wait}`, { problems: [{ path: 'querystring/wait', message: `must be 0–${MAX_WAIT_SECONDS}` }] });
     const node = nodeOf(request);
-    const query = { since, limit, tables: tables?.map((t) => t.name), node };
+    // echo=1: the node's own uploads too (a desktop restored from a backup takes back what it sent since).
+    const query = { since, limit, tables: tables?.map((t) => t.name), node: q.echo === '1' ? undefined : node };
+    // Taken before each read: a commit notified while the read runs must not wait for the tick.
+    let mark = changes.mark();
     let page = await readFeed(db, schema, query);
     if (page.entries === 0 && wait > 0) {
       const controller = new AbortController();
@@ -265,8 +269,9 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
         // A notification wakes the poll at once; the short tick covers a horizon that moves when a
         // transaction without captured writes ends (no notification for that).
         while (!controller.signal.aborted && Date.now() < deadline) {
-          await changes.next(Math.min(500, deadline - Date.now()), controller.signal);
+          await changes.next(Math.min(500, deadline - Date.now()), controller.signal, mark);
           if (controller.signal.aborted) break;
+          mark = changes.mark();
           page = await readFeed(db, schema, query);
           if (page.entries > 0) break;
         }

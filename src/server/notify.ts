@@ -3,22 +3,37 @@ import type { SqlDatabase } from './sql.js';
 
 /** Wakes long-polling feed requests when a captured change commits (LISTEN/NOTIFY on both engines). */
 export interface ChangeSignal {
-  /** Resolves true on the next commit notification, false after `ms` or when `signal` aborts. */
-  next(ms: number, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Returns how many notifications arrived so far. Take it before reading the feed and pass it to
+   * `next`: a commit notified while the read was in flight then wakes the wait at once instead of
+   * being missed until the polling tick.
+   */
+  mark(): number;
+  /** Resolves true on the next commit notification (at once when one arrived since `since`), false after `ms` or when `signal` aborts. */
+  next(ms: number, signal?: AbortSignal, since?: number): Promise<boolean>;
   close(): Promise<void>;
 }
 
 /** Subscribes once to the changes channel and fans notifications out to waiting requests. */
 export async function listenForChanges(db: SqlDatabase): Promise<ChangeSignal> {
   const waiters = new Set<(notified: boolean) => void>();
+  let notifications = 0;
   const unlisten = await db.listen(CHANGES_CHANNEL, () => {
+    notifications += 1;
     for (const w of [...waiters]) w(true);
   });
   return {
-    next(ms, signal) {
+    mark() {
+      return notifications;
+    },
+    next(ms, signal, since) {
       return new Promise<boolean>((resolve) => {
         if (signal?.aborted) {
           resolve(false);
+          return;
+        }
+        if (since !== undefined && since !== notifications) {
+          resolve(true);
           return;
         }
         const done = (notified: boolean): void => {
