@@ -1,10 +1,13 @@
 // `npm run bench -- sync`: real-time latency both ways with `epetsync monitor` and real_time_sync on,
 // and the time for a batch of changes made while the monitor was offline to converge.
+// For profiling, not for published runs: EPETSYNC_BENCH_CPU_PROF=<dir> writes a V8 CPU profile of each
+// monitor run there; EPETSYNC_BENCH_BATCH_SIZE=<n> sets the clinic config's sync.batch_size.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { BIN, PASSWORD, createBenchAccount, createBenchDatabase, dist, median, peakRssOf, pgQuery, quantile, startServer } from './lib.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -59,7 +62,8 @@ function startWriter(dbPath) {
 
 /** Spawns `epetsync monitor` and resolves once its first cycle line is printed. */
 async function startMonitor(config, folder) {
-  const child = spawn(process.execPath, [BIN, '--config', config, 'monitor'], { cwd: folder, env: { ...process.env, NO_COLOR: '1', CI: 'true', EPETSYNC_PASSWORD: PASSWORD }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const profile = process.env.EPETSYNC_BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.EPETSYNC_BENCH_CPU_PROF}`] : [];
+  const child = spawn(process.execPath, [...profile, BIN, '--config', config, 'monitor'], { cwd: folder, env: { ...process.env, NO_COLOR: '1', CI: 'true', EPETSYNC_PASSWORD: PASSWORD }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => { out += d; });
   child.stderr.on('data', (d) => { out += d; });
@@ -105,7 +109,7 @@ export async function benchSync({ commits, offlineRows, seed, log }) {
     const dbPath = join(folder, 'db.sqlite3');
     generateClinicDatabase(dbPath, { scale: 200, seed });
     const config = join(folder, 'config.json');
-    writeFileSync(config, `${JSON.stringify({ database: { path: 'db.sqlite3', backup_dir: 'backups', real_time_sync: true }, remote_database: { enabled: true, url: server.url, username: 'frontdesk' }, logging: { file: join(folder, 'epetsync.log') } }, null, 2)}\n`);
+    writeFileSync(config, `${JSON.stringify({ database: { path: 'db.sqlite3', backup_dir: 'backups', real_time_sync: true }, remote_database: { enabled: true, url: server.url, username: 'frontdesk' }, ...(process.env.EPETSYNC_BENCH_BATCH_SIZE ? { sync: { batch_size: Number(process.env.EPETSYNC_BENCH_BATCH_SIZE) } } : {}), logging: { file: join(folder, 'epetsync.log') } }, null, 2)}\n`);
     const env = { ...process.env, NO_COLOR: '1', CI: 'true', EPETSYNC_PASSWORD: PASSWORD };
     const { execFileSync } = await import('node:child_process');
     execFileSync(process.execPath, [BIN, '--config', config, 'migrate'], { env, stdio: 'ignore', timeout: 120_000 });
