@@ -180,6 +180,9 @@ export function fromWire(kind: ValueKind, value: unknown): Decoded {
     case 'uuid':
       return typeof value === 'string' && UUID_TEXT.test(value) ? { ok: true, param: value } : bad('a uuid');
     case 'json':
+      // Checked before anything recursive touches the value: JSON.stringify, the batch hash and
+      // PostgreSQL's own parser all recurse, and a few thousand levels exhaust the stack.
+      if (jsonDepthExceeds(value, MAX_JSON_DEPTH)) return { ok: false, reason: `a JSON value may be nested at most ${MAX_JSON_DEPTH} levels deep` };
       return { ok: true, param: JSON.stringify(value) };
     default:
       if (typeof value === 'string') {
@@ -189,6 +192,23 @@ export function fromWire(kind: ValueKind, value: unknown): Decoded {
       if (typeof value === 'number' || typeof value === 'boolean') return { ok: true, param: String(value) };
       return bad("PostgreSQL's text form as a string");
   }
+}
+
+/** Caps how deeply a json/jsonb value from the network may nest (docs/protocol.md, values on the wire). */
+export const MAX_JSON_DEPTH = 256;
+
+/** Returns true when a parsed JSON value nests arrays or objects deeper than `max` levels (iterative: any depth is safe to check). */
+export function jsonDepthExceeds(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth + 1 > max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v as Record<string, unknown>)) {
+      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+    }
+  }
+  return false;
 }
 
 function describe(value: unknown): string {
