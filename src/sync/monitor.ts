@@ -1,7 +1,7 @@
-import { watch, type FSWatcher } from 'node:fs';
+import { statSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { isRetryable } from '../client/index.js';
-import { isEpetsyncError } from '../errors.js';
+import { LocalDatabaseError, isEpetsyncError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { isCorruptionError, sqliteCode } from '../db/index.js';
 import type { CycleResult, SyncEngine, SyncRemote } from './engine.js';
@@ -71,6 +71,48 @@ function isCorrupt(error: unknown): boolean {
   return (isEpetsyncError(error) && error.code === 'EPS_DB_CORRUPT') || (!isEpetsyncError(error) && isCorruptionError(error));
 }
 
+/** Identifies a file on disk: deleting the path or moving another file over it changes what the path names. */
+export interface FileIdentity {
+  dev: bigint;
+  ino: bigint;
+}
+
+/** Returns the device and inode `path` names now, or null when nothing is there. */
+export function fileIdentity(path: string): FileIdentity | null {
+  const st = statSync(path, { bigint: true, throwIfNoEntry: false });
+  return st ? { dev: st.dev, ino: st.ino } : null;
+}
+
+/**
+ * Throws EPS_DB_REPLACED when `path` no longer names the file the monitor opened (`opened`): it
+ * was deleted, or another file was moved over it. The open connection would go on writing into
+ * a file nobody reads any more, whose -wal and -shm sit beside the new file under the same names.
+ */
+export function checkSameDatabase(path: string, opened: FileIdentity | null): void {
+  if (opened === null) return;
+  const now = fileIdentity(path);
+  if (now !== null && now.dev === opened.dev && now.ino === opened.ino) return;
+  if (now === null) {
+    throw new LocalDatabaseError('EPS_DB_REPLACED', `The database ${path} was deleted while epetsync monitor was syncing it; the monitor stopped and created nothing in its place`, {
+      hint: `Put the database back at ${path} (epetsync restore --latest restores the newest backup), then start the monitor again.`,
+      details: { path, change: 'deleted' },
+    });
+  }
+  throw new LocalDatabaseError('EPS_DB_REPLACED', `The database ${path} was replaced by another file while epetsync monitor was syncing it; the monitor stopped without writing to the new file`, {
+    hint: `Check that ${path} is the database the desktop app should use (epetsync status), or put the right one back (epetsync restore FILE); then start the monitor again.`,
+    details: { path, change: 'replaced' },
+  });
+}
+
+function isSameDatabase(path: string, opened: FileIdentity | null): boolean {
+  try {
+    checkSameDatabase(path, opened);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Returns the wait before retry number `failures` (1-based): 1 s doubling to 60 s. */
 export function retryDelayMs(failures: number): number {
   return Math.min(60_000, 1000 * 2 ** Math.max(0, failures - 1));
@@ -84,8 +126,14 @@ export async function runMonitor(options: MonitorOptions): Promise<MonitorSummar
   const summary: MonitorSummary = { cycles: 0, failures: 0, pushed: 0, pulled: 0, conflicts: 0, quarantined: 0, stoppedBy: 'signal' };
   const wake = new Wake();
   let seenVersion = current.engine.dataVersion();
+  // The file the engine has open; checked before every cycle (and on every file event), so nothing is synced into a file that was deleted or replaced.
+  let opened = fileIdentity(options.dbPath);
   // Our own commits touch the files too; only another connection's commit moves data_version.
   const onLocal = (): void => {
+    if (!isSameDatabase(options.dbPath, opened)) {
+      wake.fire('local');
+      return;
+    }
     let version: number;
     try {
       version = current.engine.dataVersion();
@@ -99,7 +147,10 @@ export async function runMonitor(options: MonitorOptions): Promise<MonitorSummar
   const stopWatching = options.realTime && !options.once ? watchLocal(options.dbPath, onLocal, options.logger) : () => {};
   // File events can be missed (network drives, some editors' saves): a cheap data_version poll backs them up.
   const backstop = options.realTime && !options.once ? setInterval(onLocal, 500) : undefined;
-  const poller = options.realTime && !options.once ? longPoll(options, () => current.engine, wake) : Promise.resolve();
+  // The long poll also ends with the loop: a loop ended by an error must not wait on it (it waits for a cycle that never comes).
+  const loopEnded = new AbortController();
+  const pollSignal = AbortSignal.any([signal, loopEnded.signal]);
+  const poller = options.realTime && !options.once ? longPoll({ ...options, signal: pollSignal }, () => current.engine, wake) : Promise.resolve();
   let failures = 0;
   let recoveries = 0;
   let trigger: Trigger = 'start';
@@ -107,6 +158,7 @@ export async function runMonitor(options: MonitorOptions): Promise<MonitorSummar
     while (!signal.aborted) {
       let delay = options.intervalSeconds * 1000;
       try {
+        checkSameDatabase(options.dbPath, opened);
         const result = await current.engine.runCycle(signal);
         failures = 0;
         summary.cycles += 1;
@@ -123,6 +175,8 @@ export async function runMonitor(options: MonitorOptions): Promise<MonitorSummar
           options.logger?.error({ err: error }, 'the desktop database is corrupt: stopping writes and restoring the newest good backup');
           options.onCycle?.({ ok: false, at: new Date().toISOString(), trigger, code: 'EPS_DB_CORRUPT', message: `${message}; restoring the newest good backup`, retryInMs: 0 });
           current.engine = await options.recover(error);
+          // The restored file is a new file at the path: it is the one to keep syncing.
+          opened = fileIdentity(options.dbPath);
           trigger = 'retry';
           continue;
         }
@@ -144,6 +198,7 @@ export async function runMonitor(options: MonitorOptions): Promise<MonitorSummar
   } finally {
     clearInterval(backstop);
     stopWatching();
+    loopEnded.abort();
     wake.fire('remote');
     await poller;
   }

@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RemoteDatabaseClient } from '../../src/client/index.js';
+import { EpetsyncError } from '../../src/errors.js';
 import { SyncEngine, type SyncRemote } from '../../src/sync/engine.js';
 import { isTransient, retryDelayMs, runMonitor, type CycleReport } from '../../src/sync/monitor.js';
 import { desktopWrite } from '../helpers/desktop-writer.js';
@@ -154,6 +155,33 @@ con.execute("COMMIT")
     await running;
     expect(reports[0]).toMatchObject({ ok: false, code: 'EPS_AUTH_FAILED' });
     expect(reports.at(-1)).toMatchObject({ ok: true });
+    db.close();
+    await client.close();
+  });
+
+  it('ends with the error that stopped it in real-time mode, instead of waiting forever on the long poll and exiting 0 in silence', async () => {
+    // Found by the network chaos test: a fatal cycle error left the long poll waiting for a cycle that never came.
+    const path = createDesktopDb();
+    const db = openDesktop(path);
+    const client = new RemoteDatabaseClient({ url: remote.url, username: USER, password: PASSWORD, nodeId: 'desk-fatal' });
+    class FailingEngine extends SyncEngine {
+      cycles = 0;
+      override async runCycle(signal?: AbortSignal): ReturnType<SyncEngine['runCycle']> {
+        this.cycles += 1;
+        if (this.cycles > 1) throw new EpetsyncError('EPS_INTERNAL', 'a fatal failure for the test');
+        return super.runCycle(signal);
+      }
+    }
+    const engine = new FailingEngine({ db, remote: client });
+    const reports: CycleReport[] = [];
+    const running = runMonitor({ engine, remote: client, dbPath: path, intervalSeconds: 60, realTime: true, once: false, signal: new AbortController().signal, longPollSeconds: 2, onCycle: (r) => reports.push(r) });
+    const outcome = running.then(() => 'returned', (error: unknown) => (error instanceof Error ? error.message : String(error)));
+    await until(() => reports.length > 0, 10_000);
+    // A remote change wakes the loop through the long poll; that cycle fails for good.
+    await remote.sql(`INSERT INTO clinic_species VALUES ('wake', 'Wakes the loop')`);
+    const settled = await Promise.race([outcome, new Promise((r) => setTimeout(() => r('still waiting after 15 s'), 15_000))]);
+    expect(settled).toBe('a fatal failure for the test');
+    expect(engine.cycles).toBe(2);
     db.close();
     await client.close();
   });
