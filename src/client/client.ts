@@ -577,9 +577,13 @@ export class RemoteDatabaseClient {
               if (!Array.isArray(values) || values.length !== current.columns.length) {
                 throw malformed(`A snapshot row of ${current.table} does not have its ${current.columns.length} values`);
               }
+              const key = current.keyIndex.map((i) => values[i]);
+              if (current.lastKey && !keyAfter(key, current.lastKey)) {
+                throw malformed(`A snapshot row of ${current.table} repeats or goes back from the key ${JSON.stringify(current.lastKey).slice(0, 100)}: rows come once each, in primary-key order`);
+              }
               current.rows += 1;
               totalRows += 1;
-              current.lastKey = current.keyIndex.map((i) => values[i]);
+              current.lastKey = key;
               yield { type: 'row', table: current.table, values };
               break;
             }
@@ -852,7 +856,10 @@ export class RemoteDatabaseClient {
   private transportError(error: unknown, url: URL, phase: 'connect' | 'headers' | 'body', signal: AbortSignal | undefined): EpetsyncError {
     if (signal?.aborted) return interrupted(signal);
     const code = transportCode(error);
-    if (code !== undefined && code.startsWith('Z_') && code !== 'Z_BUF_ERROR') {
+    // A connection cut mid-body fails in undici first (UND_ERR_SOCKET); a gzip stream that ends
+    // early (Z_BUF_ERROR) therefore arrived as a complete answer: the server sent it truncated.
+    if (code === 'Z_BUF_ERROR') return malformed('The server sent a gzip body that ends before the compressed data does (truncated)');
+    if (code !== undefined && code.startsWith('Z_')) {
       return malformed(`The server sent a body that is not valid gzip (${code})`);
     }
     if (error instanceof SyntaxError) return malformed(`The server sent invalid JSON: ${error.message.slice(0, 200)}`);
@@ -1059,6 +1066,18 @@ function interrupted(signal: AbortSignal): EpetsyncError {
     hint: 'Run the command again; nothing half-done is kept (uploads are atomic and idempotent).',
     cause: signal.reason,
   });
+}
+
+/**
+ * Returns false when a snapshot key repeats the previous one, or, for a single key sent as a JSON
+ * number (smallint, integer), does not come after it. Other keys are strings ordered by the
+ * server's type and collation, which the table line does not carry, so only a repeat is caught
+ * here (the sync engine also refuses a key repeated anywhere in a table).
+ */
+function keyAfter(key: unknown[], previous: unknown[]): boolean {
+  if (JSON.stringify(key) === JSON.stringify(previous)) return false;
+  const [now, before] = [key[0], previous[0]];
+  return key.length !== 1 || typeof now !== 'number' || typeof before !== 'number' || now > before;
 }
 
 function parseLine(line: string): { type?: unknown } & Record<string, unknown> {

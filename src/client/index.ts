@@ -2,7 +2,7 @@
 export { RemoteDatabaseClient, resolveNodeId, candidateBases, isRetryable, KNOWN_BASES } from './client.js';
 export type { RemoteClientOptions, CallOptions, ChangesOptions, BulkLoadOptions, DiscoveryResult } from './client.js';
 export { RequestRejectedError } from './errors.js';
-export { PROTOCOL_VERSION } from './protocol.js';
+export { PROTOCOL_VERSION, CURSOR_PATTERN, compareCursors, checkChangePage, checkFeedChange, checkWireValue } from './protocol.js';
 export type {
   ServerInfo,
   TableInfo,

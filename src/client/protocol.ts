@@ -6,6 +6,9 @@
  * a malformed or hostile answer becomes a ProtocolError, never a crash or a wrong write.
  */
 import { z } from 'zod';
+import { ProtocolError } from '../errors.js';
+import { fromWire as decodeWireValue } from '../server/values.js';
+import { parsePgType, type PgType } from '../sync/pg-type.js';
 
 /** Names the protocol version this client speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -24,6 +27,12 @@ const rowObject = z
     message: 'object key __proto__/constructor/prototype is not allowed',
   })
   .pipe(z.record(z.string(), z.unknown()));
+
+/** Matches a protocol 1 cursor, `c1.<txid>.<seq>` (src/server/cursor.ts); txid and seq order the feed. */
+export const CURSOR_PATTERN = /^c1\.(\d{1,20})\.(\d{1,19})$/;
+
+/** Validates a cursor: anything else the server sends as one would be stored and sent back verbatim. */
+const cursor = z.string().regex(CURSOR_PATTERN, 'is not a protocol 1 cursor (c1.<txid>.<seq>)');
 
 const path = z.string().min(1).max(2048).regex(/^\//, 'must be an absolute path starting with /');
 
@@ -80,7 +89,7 @@ export const serverInfoSchema = z.object({
   db_type: z.string(),
   engine: z.string(),
   server_time: z.string(),
-  head_cursor: z.string().min(1),
+  head_cursor: cursor,
   conflict_policy: z.enum(['server-wins', 'client-wins', 'newest-wins']),
   tables: z.array(tableInfoSchema),
   unsynced_tables: z.array(z.object({ name: z.string(), reason: z.string() })).default([]),
@@ -132,9 +141,9 @@ export type FeedChange = z.infer<typeof feedChangeSchema>;
 /** Validates a change-feed page. */
 export const changePageSchema = z.object({
   changes: z.array(feedChangeSchema),
-  cursor: z.string().min(1),
+  cursor,
   has_more: z.boolean(),
-  head_cursor: z.string().min(1),
+  head_cursor: cursor,
 });
 /** Describes one page of the change feed. */
 export type ChangePage = z.infer<typeof changePageSchema>;
@@ -177,7 +186,7 @@ export const uploadResponseSchema = z.object({
   applied: z.number().int().nonnegative(),
   conflicts: z.number().int().nonnegative(),
   results: z.array(uploadResultSchema),
-  cursor: z.string().min(1),
+  cursor,
 });
 /** Describes the answer to an upload. */
 export type UploadResponse = z.infer<typeof uploadResponseSchema>;
@@ -216,7 +225,7 @@ export const wireErrorSchema = z.object({
 export type WireError = z.infer<typeof wireErrorSchema>['error'];
 
 /** Validates the `begin` line of a snapshot stream. */
-export const snapshotBeginSchema = z.object({ type: z.literal('begin'), mode: z.literal('snapshot'), cursor: z.string().min(1) });
+export const snapshotBeginSchema = z.object({ type: z.literal('begin'), mode: z.literal('snapshot'), cursor });
 /** Validates a `table` line of a snapshot stream. */
 export const snapshotTableSchema = z
   .object({
@@ -234,7 +243,7 @@ export const snapshotEndSchema = z.object({
   type: z.literal('end'),
   tables: z.number().int().nonnegative(),
   rows: z.number().int().nonnegative(),
-  cursor: z.string().min(1),
+  cursor,
 });
 
 /** Describes one event of a snapshot: the begin cursor, a table header, a row, a table's end, the end. */
@@ -256,4 +265,141 @@ export function describeIssues(error: z.ZodError): string {
     .slice(0, 3)
     .map((i) => `${i.path.length > 0 ? i.path.map(String).join('.') : 'body'}: ${i.message}`)
     .join('; ');
+}
+
+// ---------------------------------------------------------------- checks against server info
+
+/** Compares two protocol 1 cursors by feed position (transaction id, then sequence); null when either is not one. */
+export function compareCursors(a: string, b: string): number | null {
+  const x = CURSOR_PATTERN.exec(a);
+  const y = CURSOR_PATTERN.exec(b);
+  if (!x || !y) return null;
+  const byTxid = BigInt(x[1]!) - BigInt(y[1]!);
+  const diff = byTxid !== 0n ? byTxid : BigInt(x[2]!) - BigInt(y[2]!);
+  return diff === 0n ? 0 : diff < 0n ? -1 : 1;
+}
+
+const HOSTILE_HINT =
+  'Nothing from this answer was applied. Check that client and server run compatible epetsync versions and that no proxy rewrites answers, then sync again.';
+
+function refused(message: string, details: Record<string, unknown>): ProtocolError {
+  return new ProtocolError('EPS_PROTOCOL_MALFORMED', message, { hint: HOSTILE_HINT, details });
+}
+
+/** Quotes a name from the network for a message, cut short: a hostile server chooses it. */
+function shown(name: string): string {
+  return JSON.stringify(name.length > 80 ? `${name.slice(0, 80)}…` : name);
+}
+
+const typeCache = new Map<string, PgType>();
+function typeOf(column: ColumnInfo): PgType {
+  let type = typeCache.get(column.type);
+  if (!type) {
+    type = parsePgType(column.type);
+    if (typeCache.size < 1000) typeCache.set(column.type, type);
+  }
+  return type;
+}
+
+const DATE_PARTS = /^(\d{4,})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?)?/;
+const TIME_PARTS = /^(\d{2}):(\d{2})(?::(\d{2}))?/;
+
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
+  return [4, 6, 9, 11].includes(month) ? 30 : 31;
+}
+
+/** Returns why a date, time or timestamp text names no real day or time of day (PostgreSQL never outputs one), or undefined. */
+function calendarProblem(text: string, kind: PgType['kind']): string | undefined {
+  if (kind === 'time') {
+    const t = TIME_PARTS.exec(text);
+    if (!t) return undefined;
+    const [h, m, s] = [Number(t[1]), Number(t[2]), Number(t[3] ?? 0)];
+    return (h < 24 && m < 60 && s < 60) || (h === 24 && m === 0 && s === 0) ? undefined : `${shown(text)} is not a time of day`;
+  }
+  const d = DATE_PARTS.exec(text);
+  if (!d) return undefined; // infinity, -infinity
+  const [year, month, day] = [Number(d[1]), Number(d[2]), Number(d[3])];
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return `${shown(text)} is not a date in the calendar`;
+  if (d[4] !== undefined && (Number(d[4]) > 23 || Number(d[5]) > 59 || Number(d[6] ?? 0) > 59)) return `${shown(text)} is not a time of day`;
+  return undefined;
+}
+
+/**
+ * Returns why `value` cannot be a value of `column` as the server sends it (docs/protocol.md,
+ * "Values on the wire"), or undefined when it fits: the type's JSON shape, a real calendar date,
+ * text within `varchar(n)`, and no null in a NOT NULL column. PostgreSQL could not have produced
+ * such a value, so an answer carrying one is refused rather than written to the desktop database.
+ */
+export function checkWireValue(value: unknown, column: ColumnInfo): string | undefined {
+  if (value === null) return column.nullable ? undefined : 'is null, but the column is NOT NULL';
+  const type = typeOf(column);
+  const decoded = decodeWireValue(type.kind, value);
+  if (!decoded.ok) return decoded.reason;
+  if (typeof value !== 'string') return undefined;
+  if (type.kind === 'text' && type.maxLength !== undefined && value.length > type.maxLength) {
+    const characters = [...value].length;
+    if (characters > type.maxLength) return `is ${characters} characters long, more than ${type.name} holds`;
+  }
+  if (type.kind === 'date' || type.kind === 'time' || type.kind === 'timestamp' || type.kind === 'timestamptz') return calendarProblem(value, type.kind);
+  return undefined;
+}
+
+/**
+ * Checks one change (a feed change, or a snapshot row put as an upsert) against the server's
+ * synced tables: a table it lists, keyed by exactly its primary key, columns it has, values that
+ * fit their column types, and `values` agreeing with `pk`. Throws EPS_PROTOCOL_MALFORMED naming
+ * what is wrong; `details.stale_scope` is set when a newer server info could explain it (a table
+ * or column added by a migration of the web app).
+ */
+export function checkFeedChange(change: FeedChange, tables: ReadonlyMap<string, TableInfo>, where: string): void {
+  const table = tables.get(change.table);
+  if (!table) throw refused(`${where} names table ${shown(change.table)}, which the server does not list as synced`, { table: change.table.slice(0, 200), stale_scope: true });
+  const pkNames = Object.keys(change.pk);
+  if (pkNames.length !== table.primary_key.length || !table.primary_key.every((k) => Object.hasOwn(change.pk, k))) {
+    throw refused(`${where} keys a row of ${table.name} by ${pkNames.map(shown).join(', ') || 'nothing'}, not by its primary key ${table.primary_key.join(', ')}`, { table: table.name });
+  }
+  const columns = new Map(table.columns.map((c) => [c.name, c]));
+  for (const name of table.primary_key) {
+    const value = change.pk[name];
+    const problem = value === null || value === undefined ? 'is null' : checkWireValue(value, columns.get(name)!);
+    if (problem !== undefined) throw refused(`${where} has a primary key ${table.name}.${name} that ${problem}`, { table: table.name, column: name });
+  }
+  if (change.values === null) return;
+  for (const [name, value] of Object.entries(change.values)) {
+    const column = columns.get(name);
+    if (!column) throw refused(`${where} has a value for column ${shown(name)}, which ${table.name} does not have on the server`, { table: table.name, column: name.slice(0, 200), stale_scope: true });
+    const problem = checkWireValue(value, column);
+    if (problem !== undefined) throw refused(`${where} has a value for ${table.name}.${name} that ${problem}`, { table: table.name, column: name });
+  }
+  for (const name of table.primary_key) {
+    if (!Object.hasOwn(change.values, name)) throw refused(`${where} upserts a row of ${table.name} without its primary-key column ${name}`, { table: table.name, column: name });
+    if (JSON.stringify(change.values[name]) !== JSON.stringify(change.pk[name])) {
+      throw refused(`${where} upserts a row of ${table.name} whose values.${name} differs from pk.${name}`, { table: table.name, column: name });
+    }
+  }
+}
+
+/**
+ * Checks a feed page before anything of it is applied: its cursor moves forward from `since`
+ * (past every change it carries; it may stay put only on an empty, final page), every change
+ * passes {@link checkFeedChange}, and no row appears twice. Throws EPS_PROTOCOL_MALFORMED.
+ */
+export function checkChangePage(page: ChangePage, since: string, tables: ReadonlyMap<string, TableInfo>): void {
+  const order = compareCursors(page.cursor, since);
+  if (order !== null && order < 0) {
+    throw refused(`The feed page's cursor ${page.cursor} is behind ${since}, the cursor it was read from: the feed went backwards`, { cursor: page.cursor, since });
+  }
+  if (order === 0 && (page.changes.length > 0 || page.has_more)) {
+    const what = page.changes.length > 0 ? `carries ${page.changes.length} change(s)` : 'says more changes are ready';
+    throw refused(`The feed page ${what} but its cursor does not move past ${since}`, { cursor: page.cursor, since });
+  }
+  const seen = new Set<string>();
+  page.changes.forEach((change, i) => {
+    const where = `Change ${i} of the feed page`;
+    checkFeedChange(change, tables, where);
+    const key = `${change.table}\u0000${JSON.stringify(tables.get(change.table)!.primary_key.map((k) => change.pk[k]))}`;
+    if (seen.has(key)) throw refused(`${where} repeats the row ${change.table} ${JSON.stringify(change.pk).slice(0, 200)}: a page carries each row once`, { table: change.table, index: i });
+    seen.add(key);
+  });
 }

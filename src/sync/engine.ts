@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { ChangePage, FeedChange, ServerInfo, SnapshotEvent, UploadBatch, UploadChange, UploadResponse, UploadResult } from '../client/index.js';
-import { RequestRejectedError } from '../client/index.js';
+import { RequestRejectedError, checkChangePage, checkFeedChange } from '../client/index.js';
 import { quoteIdent, sqliteCode } from '../db/index.js';
-import { EpetsyncError } from '../errors.js';
+import { EpetsyncError, ProtocolError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { fromWire, toWire, type SqliteValue, type WireValue } from './convert.js';
 import { INTERNAL_PREFIX, META, applyWithoutCapture, installCapture, parseKey, readMeta, writeMeta, type PrimaryKeyValue } from './local-capture.js';
@@ -121,6 +121,7 @@ type Row = Record<string, SqliteValue>;
 const INT_KINDS = new Set(['int2', 'int4', 'int8']);
 const SCOPE_REFRESH_MS = 10 * 60_000;
 const CHANGELOG = `${INTERNAL_PREFIX}changelog`;
+const SNAPSHOT_STAGE = `temp.${INTERNAL_PREFIX}snapshot_stage`;
 
 /** Runs sync cycles for one desktop database against one server. */
 export class SyncEngine {
@@ -195,27 +196,58 @@ export class SyncEngine {
    */
   private async repullSnapshot(signal: AbortSignal | undefined): Promise<string> {
     const result: CycleResult = { pushed: 0, batches: 0, pulled: 0, conflicts: 0, collisions: 0, quarantined: 0, pending: 0, lagSeconds: 0, durationMs: 0, cursor: '' };
+    const serverTables = new Map((this.info?.tables ?? []).map((t) => [t.name, t]));
     let columns: string[] = [];
-    let rows: FeedChange[] = [];
     let begin: string | undefined;
-    const flush = (cursor?: string): void => {
-      const chunk = rows;
-      rows = [];
+    let end: string | undefined;
+    // Rows are checked and staged in a TEMP table (outside the database file), and applied only
+    // once the end line arrived: a snapshot cut off or refused half-way changes nothing here.
+    this.db.exec(`CREATE TEMP TABLE IF NOT EXISTS ${SNAPSHOT_STAGE} (seq INTEGER PRIMARY KEY, row_key TEXT NOT NULL UNIQUE, change TEXT NOT NULL); DELETE FROM ${SNAPSHOT_STAGE}`);
+    try {
+      const insert = this.db.prepare(`INSERT INTO ${SNAPSHOT_STAGE} (row_key, change) VALUES (?, ?) ON CONFLICT (row_key) DO NOTHING`);
+      const stage = (change: FeedChange, key: unknown[]): void => {
+        if (insert.run(JSON.stringify([change.table, key]), JSON.stringify(change)).changes === 0) {
+          throw new ProtocolError('EPS_PROTOCOL_MALFORMED', `The snapshot sends the row ${change.table} ${JSON.stringify(key).slice(0, 100)} twice`, {
+            hint: 'Nothing from this snapshot was applied. Check that no proxy rewrites answers, then run again.',
+            details: { table: change.table },
+          });
+        }
+      };
+      for await (const event of this.remote.snapshot!([...this.scope.keys()], { signal })) {
+        if (event.type === 'begin') begin = event.cursor;
+        else if (event.type === 'table') {
+          if (!this.scope.has(event.table)) {
+            throw new ProtocolError('EPS_PROTOCOL_MALFORMED', `The snapshot sends table ${JSON.stringify(event.table.slice(0, 80))}, which was not asked for`, {
+              hint: 'Nothing from this snapshot was applied. Check that no proxy rewrites answers, then run again.',
+              details: { table: event.table.slice(0, 200) },
+            });
+          }
+          columns = event.columns;
+        } else if (event.type === 'row') {
+          const table = this.scope.get(event.table)!;
+          const values = Object.fromEntries(columns.map((c, i) => [c, event.values[i]]));
+          const change: FeedChange = { table: table.name, op: 'upsert', pk: Object.fromEntries(table.primaryKey.map((k) => [k, values[k]])), values, origin: null };
+          checkFeedChange(change, serverTables, `A snapshot row of ${table.name}`);
+          stage(change, table.primaryKey.map((k) => values[k]));
+        } else if (event.type === 'end') end = begin ?? event.cursor;
+      }
+      if (end === undefined) {
+        throw new ProtocolError('EPS_PROTOCOL_MALFORMED', 'The snapshot stream ended without its end line: it was cut off and must not be trusted', {
+          hint: 'Nothing from this snapshot was applied. Run the command again.',
+        });
+      }
+      const page = this.db.prepare(`SELECT seq, change FROM ${SNAPSHOT_STAGE} WHERE seq > ? ORDER BY seq LIMIT 1000`).safeIntegers(false);
       applyWithoutCapture(this.db, () => {
-        for (const change of chunk) this.applyFeedChange(change, result, new Set());
-        if (cursor !== undefined) writeMeta(this.db, META.pullCursor, cursor);
+        for (let after = 0; ; ) {
+          const staged = page.all(after) as Array<{ seq: number; change: string }>;
+          if (staged.length === 0) break;
+          for (const s of staged) this.applyFeedChange(JSON.parse(s.change) as FeedChange, result, new Set());
+          after = staged[staged.length - 1]!.seq;
+        }
+        writeMeta(this.db, META.pullCursor, end!);
       });
-    };
-    for await (const event of this.remote.snapshot!([...this.scope.keys()], { signal })) {
-      if (event.type === 'begin') begin = event.cursor;
-      else if (event.type === 'table') columns = event.columns;
-      else if (event.type === 'row') {
-        const table = this.scope.get(event.table);
-        if (!table) continue;
-        const values = Object.fromEntries(columns.map((c, i) => [c, event.values[i]]));
-        rows.push({ table: table.name, op: 'upsert', pk: Object.fromEntries(table.primaryKey.map((k) => [k, values[k]])), values, origin: null });
-        if (rows.length >= this.batchSize) flush();
-      } else if (event.type === 'end') flush(begin ?? event.cursor);
+    } finally {
+      this.db.exec(`DROP TABLE IF EXISTS ${SNAPSHOT_STAGE}`);
     }
     this.logger?.info({ rows: result.pulled, conflicts: result.conflicts, quarantined: result.quarantined }, 're-pulled a snapshot into a database without a cursor');
     return readMeta(this.db, META.pullCursor) ?? begin ?? '';
@@ -684,8 +716,26 @@ export class SyncEngine {
       if (signal?.aborted) return;
       const cursor = this.cursor();
       const page = await this.remote.changesSince(cursor, { limit: this.batchSize });
+      await this.checkPage(page, cursor, signal);
       await this.applyPage(page, result, signal);
       if (!page.has_more) return;
+    }
+  }
+
+  /**
+   * Refuses a page that no honest server sends (docs/protocol.md): a cursor that goes backwards or
+   * stands still, an unknown table or column, a value that does not fit its column, a row twice.
+   * Nothing of it is applied. A table or column unknown to the cached server info is judged again
+   * against a fresh one: the web app may have migrated; then the scope is taken anew.
+   */
+  private async checkPage(page: ChangePage, since: string, signal: AbortSignal | undefined): Promise<void> {
+    try {
+      checkChangePage(page, since, new Map((this.info?.tables ?? []).map((t) => [t.name, t])));
+    } catch (error) {
+      if (!(error instanceof ProtocolError) || error.details?.stale_scope !== true) throw error;
+      const info = await this.remote.info({ signal });
+      checkChangePage(page, since, new Map(info.tables.map((t) => [t.name, t])));
+      await this.prepare(signal);
     }
   }
 
