@@ -17,6 +17,7 @@ export const ERROR_CODES = {
   EPS_DB_CORRUPT: { exit: ExitCode.LOCAL_DATABASE, summary: 'SQLite reports the database image is malformed or fails its integrity check.' },
   EPS_DB_BUSY: { exit: ExitCode.LOCAL_DATABASE, summary: 'Another process held the database lock longer than the busy timeout.' },
   EPS_DB_OPEN_FAILED: { exit: ExitCode.LOCAL_DATABASE, summary: 'The database could not be opened (permissions, missing folder, other I/O error).' },
+  EPS_DB_REPLACED: { exit: ExitCode.LOCAL_DATABASE, summary: 'The database file was deleted, or another file moved over it, while the monitor had it open; the monitor stopped.' },
   EPS_BACKUP_DIR: { exit: ExitCode.LOCAL_DATABASE, summary: 'The backup folder cannot be created or written.' },
   EPS_BACKUP_FAILED: { exit: ExitCode.LOCAL_DATABASE, summary: 'A backup could not be written or did not pass its integrity check.' },
   EPS_BACKUP_NOT_FOUND: { exit: ExitCode.LOCAL_DATABASE, summary: 'The backup named for restore does not exist, or there is no backup at all.' },
