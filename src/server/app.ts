@@ -8,7 +8,7 @@ import { bodyStream, DEFAULT_BODY_LIMITS, discardBody, limitedBody, type BodyLim
 import { applyBulkLoad, bulkProgress } from './bulk.js';
 import { checkCursorIssued, formatCursor, headCursor, parseCursor } from './cursor.js';
 import { readFeed } from './feed.js';
-import { HttpError, errorBody } from './http-error.js';
+import { HttpError, answerClientError, errorBody } from './http-error.js';
 import type { ChangeSignal } from './notify.js';
 import type { SyncSchema, TableInfo } from './schema.js';
 import { streamSnapshot } from './snapshot.js';
@@ -133,6 +133,8 @@ export async function buildSyncApp(options: SyncAppOptions): Promise<FastifyInst
     return503OnClosing: false,
     logController: new PlainRequestLog(),
     forceCloseConnections: 'idle',
+    // Headers over 16 KiB (a huge query string) and malformed HTTP get the documented error shape too.
+    clientErrorHandler: answerClientError,
   });
 
   app.addHook('onRequest', async (request, reply) => {
