@@ -657,8 +657,27 @@ export class SyncEngine {
     for (const r of requests) counts.set(r.table, (counts.get(r.table) ?? 0) + 1);
     for (const [name, count] of counts) {
       const table = this.scope.get(name)!;
-      const max = this.db.prepare(`SELECT max(${quoteIdent(table.primaryKey[0]!)}) FROM ${quoteIdent(name)}`).pluck().safeIntegers(true).get() as bigint | null;
-      out.set(name, await this.remote.allocateIds!(name, count, String(max ?? 0n), { signal }));
+      const pk = quoteIdent(table.primaryKey[0]!);
+      for (let attempt = 0; ; attempt++) {
+        const max = this.db.prepare(`SELECT max(${pk}) FROM ${quoteIdent(name)}`).pluck().safeIntegers(true).get() as bigint | null;
+        const ids = await this.remote.allocateIds!(name, count, String(max ?? 0n), { signal });
+        // The desktop app may have inserted meanwhile and taken one of these ids from its own
+        // counter: ask again. Free ones are reserved in SQLite's AUTOINCREMENT counter, so the
+        // desktop's next inserts go past them before the row is moved there.
+        const free = this.db.transaction((): boolean => {
+          const probe = this.db.prepare(`SELECT 1 FROM ${quoteIdent(name)} WHERE ${pk} = ?`);
+          if (ids.some((id) => probe.get(BigInt(id)) !== undefined)) return false;
+          const top = ids.reduce((a, id) => (BigInt(id) > a ? BigInt(id) : a), 0n);
+          const hasCounter = this.db.prepare(`SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'`).get() !== undefined;
+          if (hasCounter) this.db.prepare('UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?').run(top, name);
+          return true;
+        }).immediate();
+        if (free) {
+          out.set(name, ids);
+          break;
+        }
+        if (attempt >= 3) throw new EpetsyncError('EPS_DB_BUSY', `The desktop app kept taking the ids handed out for moving colliding rows of ${name}`, { hint: 'Run the sync again.' });
+      }
     }
     return out;
   }
