@@ -99,6 +99,8 @@ export interface ChangesOptions extends CallOptions {
   /** Seconds to long-poll when no change is ready, 0–60. */
   wait?: number | undefined;
   tables?: string[] | undefined;
+  /** Include this node's own uploads (left out by default): replaying into a database restored from a backup. */
+  echo?: boolean | undefined;
 }
 
 /** Describes a bulk-load request. */
@@ -469,6 +471,7 @@ export class RemoteDatabaseClient {
     if (options.limit !== undefined) query.limit = String(options.limit);
     if (options.wait !== undefined) query.wait = String(options.wait);
     if (options.tables && options.tables.length > 0) query.tables = options.tables.join(',');
+    if (options.echo) query.echo = '1';
     const signal = this.signalFor(options.signal);
     const waitMs = Math.max(0, options.wait ?? 0) * 1000;
     return this.request(

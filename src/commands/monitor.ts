@@ -214,6 +214,8 @@ async function runForeground(ctx: CommandContext, config: EpetsyncConfig, option
           const restoredEngine = engineFor(db);
           // A backup from before the first sync has no cursor: a snapshot re-pulls what it lacks.
           await restoredEngine.prepare(ctx.signal, { snapshotWhenNoCursor: true });
+          // What this desktop sent after the backup is on the server only: the next cycle replays it first.
+          restoredEngine.markRestored();
           return restoredEngine;
         } catch (error) {
           failures.push(`${backup.path}: ${error instanceof Error ? error.message : String(error)}`);

@@ -22,6 +22,9 @@ import { OUTBOX, ensureSyncTables, quarantineChange, recordConflict } from './st
  *   server's sequence, its local children following it.
  */
 
+/** Names the meta key that marks a database restored from a backup until its replay is done. */
+export const META_RESTORED = 'restored_from_backup';
+
 /** Names how a row changed on both sides is settled. */
 export type ConflictPolicy = 'server-wins' | 'client-wins' | 'newest-wins';
 
@@ -31,7 +34,8 @@ export interface SyncRemote {
   /** The server address (recorded beside the cursor, which only that server can read). */
   readonly url?: URL | undefined;
   info(options?: { signal?: AbortSignal | undefined }): Promise<ServerInfo>;
-  changesSince(cursor: string, options?: { limit?: number; wait?: number; signal?: AbortSignal | undefined }): Promise<ChangePage>;
+  /** `echo` asks for this node's own uploads too (replaying into a database restored from a backup). */
+  changesSince(cursor: string, options?: { limit?: number; wait?: number; echo?: boolean; signal?: AbortSignal | undefined }): Promise<ChangePage>;
   upload(batch: UploadBatch, options?: { signal?: AbortSignal | undefined }): Promise<UploadResponse>;
   /** Streams a snapshot (used to re-pull a restored database that has no cursor). */
   snapshot?(tables?: string[], options?: { signal?: AbortSignal | undefined }): AsyncIterable<SnapshotEvent>;
@@ -136,6 +140,8 @@ export class SyncEngine {
   private readonly options: SyncEngineOptions;
   private scope = new Map<string, ScopeTable>();
   private info: ServerInfo | undefined;
+  /** True while {@link SyncEngine.markRestored}'s replay applies the feed. */
+  private replaying = false;
   private splitLimit: number | undefined;
   private preparedAt = 0;
   private rescoped = false;
@@ -268,6 +274,19 @@ export class SyncEngine {
     return Number(this.db.pragma('data_version', { simple: true }));
   }
 
+  /**
+   * Marks the database as just restored from a backup. The next cycle, before sending anything,
+   * re-reads the feed from the backup's cursor with this desktop's own uploads included (the
+   * feed normally leaves them out): what it sent after the backup is back in the file only that
+   * way. Every row the server changed since then takes the server's version; a change still
+   * pending from the backup on such a row is dropped and logged in the conflicts, unless this
+   * desktop itself sent the server's version (then it is the newer one). The mark is kept in the
+   * database until the replay reached the head, so a crash or an outage meanwhile repeats it.
+   */
+  markRestored(): void {
+    writeMeta(this.db, META_RESTORED, new Date().toISOString());
+  }
+
   /** Writes one value to the desktop database's epetsync meta table. */
   recordMeta(key: string, value: string | null): void {
     writeMeta(this.db, key, value);
@@ -301,6 +320,7 @@ export class SyncEngine {
     // Re-read the scope now and then: the web app migrates, tables and columns come and go.
     if (!this.info || Date.now() - this.preparedAt > SCOPE_REFRESH_MS) await this.prepare(signal);
     const result: CycleResult = { pushed: 0, batches: 0, pulled: 0, conflicts: 0, collisions: 0, quarantined: 0, pending: 0, lagSeconds: 0, durationMs: 0, cursor: '' };
+    if (readMeta(this.db, META_RESTORED) !== null) await this.replayRestored(result, signal);
     await this.push(result, signal);
     await this.pull(result, signal);
     const summary = this.db
@@ -729,12 +749,24 @@ export class SyncEngine {
 
   // ------------------------------------------------------------------ pull
 
-  private async pull(result: CycleResult, signal: AbortSignal | undefined): Promise<void> {
+  /** Replays the feed with this node's own uploads into a restored database (see markRestored). */
+  private async replayRestored(result: CycleResult, signal: AbortSignal | undefined): Promise<void> {
+    this.replaying = true;
+    try {
+      await this.pull(result, signal, true);
+    } finally {
+      this.replaying = false;
+    }
+    if (!signal?.aborted) writeMeta(this.db, META_RESTORED, null);
+    this.logger?.info({ pulled: result.pulled, conflicts: result.conflicts }, 'replayed the feed into the database restored from a backup');
+  }
+
+  private async pull(result: CycleResult, signal: AbortSignal | undefined, echo = false): Promise<void> {
     this.hooks.beforePull?.();
     for (;;) {
       if (signal?.aborted) return;
       const cursor = this.cursor();
-      const page = await this.remote.changesSince(cursor, { limit: this.batchSize });
+      const page = await this.remote.changesSince(cursor, echo ? { limit: this.batchSize, echo } : { limit: this.batchSize });
       await this.checkPage(page, cursor, signal);
       await this.applyPage(page, result, signal);
       if (!page.has_more) return;
@@ -760,11 +792,13 @@ export class SyncEngine {
 
   private async applyPage(page: ChangePage, result: CycleResult, signal: AbortSignal | undefined): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      const collisions = this.pullCollisions(page);
+      // Replaying after a restore, the server's rows win outright: a pending insert from the backup
+      // at a taken id was either sent since (the server holds it) or is superseded; never re-keyed twice.
+      const collisions = this.replaying ? [] : this.pullCollisions(page);
       const ids = await this.allocate(collisions.map((c) => ({ table: c.table })), signal);
       // One write transaction, capture suppressed: the page, its collisions and its cursor commit together.
       const applied = applyWithoutCapture(this.db, (): boolean => {
-        const now = this.pullCollisions(page);
+        const now = this.replaying ? [] : this.pullCollisions(page);
         // A desktop insert between the scan and the lock: take more ids and start the page again.
         if (now.some((c) => !collisions.some((d) => d.table === c.table && d.keyText === c.keyText))) return false;
         this.db.pragma('defer_foreign_keys = ON');
@@ -829,20 +863,24 @@ export class SyncEngine {
       // Changed here since the last sync and changed there: a conflict.
       const current = this.readRow(table, pkValues);
       const localValues = current ? this.rowToWire(table, current) : null;
-      const winner = this.decide(localValues, change.values, table);
-      recordConflict(this.db, {
-        table: table.name,
-        pk: change.pk,
-        kind: 'conflict',
-        source: 'pull',
-        policy: this.policy,
-        winner,
-        localValues,
-        remoteValues: change.values,
-        serverConflictId: null,
-        note: null,
-      });
-      result.conflicts += 1;
+      const winner = this.replaying ? 'remote' : this.decide(localValues, change.values, table);
+      // This desktop's own upload, replayed after a restore, is newer than what the backup still had pending.
+      const own = this.replaying && change.origin === this.remote.nodeId;
+      if (!own) {
+        recordConflict(this.db, {
+          table: table.name,
+          pk: change.pk,
+          kind: 'conflict',
+          source: 'pull',
+          policy: this.policy,
+          winner,
+          localValues,
+          remoteValues: change.values,
+          serverConflictId: null,
+          note: this.replaying ? 'restored from a backup: the server changed the row since; the change pending in the backup is dropped' : null,
+        });
+        result.conflicts += 1;
+      }
       if (winner === 'local') return;
       this.db.prepare(`DELETE FROM ${CHANGELOG} WHERE table_name = ? AND pk = ?`).run(table.name, keyText);
     }
