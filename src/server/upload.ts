@@ -137,7 +137,17 @@ export async function applyUpload(db: SqlDatabase, schema: SyncSchema, batch: Up
       [batch.batch_id, options.node, hash, JSON.stringify(response)],
     );
     return { fresh: response };
-  }));
+  })).catch((error: unknown) => {
+    // Deferred foreign keys are checked at COMMIT, after every change ran (a child whose parent in the
+    // batch lost a conflict to the web app's delete): the batch is refused, nothing applied, not a server fault.
+    const e = error as { code?: unknown; message?: unknown; table?: unknown; constraint?: unknown };
+    if (typeof e.code !== 'string' || !e.code.startsWith('23')) throw error;
+    throw new HttpError('CONSTRAINT_VIOLATION', `the batch as a whole: ${String(e.message)}`, {
+      sqlstate: e.code,
+      ...(typeof e.table === 'string' ? { table: e.table } : {}),
+      ...(typeof e.constraint === 'string' ? { constraint: e.constraint } : {}),
+    });
+  });
   if ('replay' in outcome) {
     const original = outcome.replay as Partial<UploadResult> & Omit<UploadResult, 'cursor'>;
     return { ...original, replayed: true, cursor: original.cursor ?? formatCursor(await headCursor(db)) };

@@ -287,6 +287,28 @@ describe('SyncEngine', () => {
     expect(local(`SELECT id FROM clinic_owner ORDER BY id`)).toEqual((await owners()).map((o) => ({ id: Number(o.id) })));
   });
 
+  it('moves an offline parent whose id the web app used and deleted, with its child in the same batch: no batch stuck on the foreign key', async () => {
+    // Found by the network chaos test: the server kept its delete, the child in the batch then broke the
+    // deferred foreign key at COMMIT, and the server answered 500 to that batch forever.
+    const e = engine();
+    await e.prepare();
+    desktopWrite(path, [
+      [
+        ["INSERT INTO clinic_owner (name, updated_at) VALUES ('Desk owner', '2026-11-25 09:00:00')"],
+        ["INSERT INTO clinic_pet (owner_id, name, neutered, updated_at) VALUES (1, 'Desk pet', 0, '2026-11-25 09:00:00')"],
+      ],
+    ]);
+    await remote.sql(`INSERT INTO clinic_owner (name) VALUES ('Web owner, deleted')`);
+    await remote.sql(`DELETE FROM clinic_owner`);
+    await e.runCycle();
+    await e.runCycle();
+    const join = `SELECT p.name AS pet, o.name AS owner, CAST(p.owner_id AS text) AS owner_id FROM clinic_pet p JOIN clinic_owner o ON o.id = p.owner_id`;
+    const remotePets = await remote.sql(join);
+    expect(remotePets).toEqual([{ pet: 'Desk pet', owner: 'Desk owner', owner_id: expect.not.stringMatching(/^1$/) }]);
+    expect(local(join)).toEqual(remotePets);
+    expect(listQuarantine(db)).toEqual([]);
+  });
+
   it('resends the same batch after a crash between upload and acknowledgement: no duplicate, no loss', async () => {
     const e = engine({
       hooks: {
