@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import { ProtocolError } from '../errors.js';
 import { fromWire as decodeWireValue } from '../server/values.js';
+import { canonical, type WireValue } from '../sync/convert.js';
 import { parsePgType, type PgType } from '../sync/pg-type.js';
 
 /** Names the protocol version this client speaks. */
@@ -374,7 +375,9 @@ export function checkFeedChange(change: FeedChange, tables: ReadonlyMap<string, 
   }
   for (const name of table.primary_key) {
     if (!Object.hasOwn(change.values, name)) throw refused(`${where} upserts a row of ${table.name} without its primary-key column ${name}`, { table: table.name, column: name });
-    if (JSON.stringify(change.values[name]) !== JSON.stringify(change.pk[name])) {
+    // Canonical forms: the same key may be spelled differently (an integer as a number or a string, a decimal's trailing zeros).
+    const type = typeOf(columns.get(name)!);
+    if (canonical(change.values[name] as WireValue, type) !== canonical(change.pk[name] as WireValue, type)) {
       throw refused(`${where} upserts a row of ${table.name} whose values.${name} differs from pk.${name}`, { table: table.name, column: name });
     }
   }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type Database from 'better-sqlite3';
-import type { ChangePage, FeedChange, ServerInfo, SnapshotEvent, UploadBatch, UploadChange, UploadResponse, UploadResult } from '../client/index.js';
+import type { ChangePage, FeedChange, ServerInfo, SnapshotEvent, TableInfo, UploadBatch, UploadChange, UploadResponse, UploadResult } from '../client/index.js';
 import { RequestRejectedError, checkChangePage, checkFeedChange } from '../client/index.js';
 import { quoteIdent, sqliteCode } from '../db/index.js';
 import { EpetsyncError, ProtocolError } from '../errors.js';
@@ -583,6 +583,13 @@ export class SyncEngine {
   /** Applies the server's answer locally: settles conflicts, moves colliding rows, clears acknowledged entries, all in one transaction. */
   private async settle(row: OutboxRow, plan: PlanEntry[], batch: UploadBatch, answer: UploadResponse, result: CycleResult, signal: AbortSignal | undefined): Promise<void> {
     const conflicts = answer.results.filter((r): r is Extract<UploadResult, { status: 'conflict' }> => r.status === 'conflict');
+    // A lost conflict or a collision writes the server's values here: refuse any no honest server sends, before anything is settled (the batch stays in the outbox).
+    await this.checkAgainstServer((tables) => {
+      for (const r of conflicts) {
+        const change = batch.changes[r.index]!;
+        if (r.server_values) checkFeedChange({ table: change.table, op: 'upsert', pk: change.pk, values: r.server_values, origin: null }, tables, `The upload answer for change ${r.index}`);
+      }
+    }, signal);
     const collisions = conflicts.filter((r) => this.isCollision(batch.changes[r.index]!, plan[r.index]!, r.server_values ?? null));
     const ids = await this.allocate(collisions.map((r) => ({ table: batch.changes[r.index]!.table })), signal);
     const settle = this.db.transaction(() => {
@@ -780,12 +787,17 @@ export class SyncEngine {
    * against a fresh one: the web app may have migrated; then the scope is taken anew.
    */
   private async checkPage(page: ChangePage, since: string, signal: AbortSignal | undefined): Promise<void> {
+    await this.checkAgainstServer((tables) => checkChangePage(page, since, tables), signal);
+  }
+
+  /** Runs a check of server rows against server info; a table or column it does not know is judged again against a fresh one, whose scope is then taken. */
+  private async checkAgainstServer(check: (tables: ReadonlyMap<string, TableInfo>) => void, signal: AbortSignal | undefined): Promise<void> {
     try {
-      checkChangePage(page, since, new Map((this.info?.tables ?? []).map((t) => [t.name, t])));
+      check(new Map((this.info?.tables ?? []).map((t) => [t.name, t])));
     } catch (error) {
       if (!(error instanceof ProtocolError) || error.details?.stale_scope !== true) throw error;
       const info = await this.remote.info({ signal });
-      checkChangePage(page, since, new Map(info.tables.map((t) => [t.name, t])));
+      check(new Map(info.tables.map((t) => [t.name, t])));
       await this.prepare(signal);
     }
   }

@@ -53,6 +53,8 @@ type SnapshotTamper = (lines: Json[], res: ServerResponse) => Json[] | true;
 let bed: ChaosBed;
 let fake: FakeServer;
 let feedTamper: FeedTamper | undefined;
+/** Rewrites the real server's answer to an upload (which the real server did apply). */
+let uploadTamper: ((answer: Json) => Json) | undefined;
 let snapshotTamper: SnapshotTamper | undefined;
 let pendingRows = 0;
 let bytesStreamed = 0;
@@ -106,8 +108,18 @@ function truncatedGzip(res: ServerResponse, contentType: string, body: string): 
   return true;
 }
 
-async function handler(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+async function handler(req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<boolean> {
   const url = new URL(req.url ?? '/', 'http://fake');
+  const tamperUpload = uploadTamper;
+  if (url.pathname === '/api/database/upload/' && tamperUpload) {
+    const headers: Record<string, string> = {};
+    for (const name of ['authorization', 'x-epetsync-node', 'content-type', 'content-encoding']) {
+      const value = req.headers[name];
+      if (typeof value === 'string') headers[name] = value;
+    }
+    const real = await fetch(new URL(req.url ?? '/', bed.server().url), { method: 'POST', headers, body });
+    return sendJson(res, real.status, real.status === 200 ? tamperUpload((await real.json()) as Json) : await real.json());
+  }
   if (url.pathname !== '/api/database/download/') return false;
   const since = url.searchParams.get('since');
   const tamperFeed = feedTamper;
@@ -123,9 +135,9 @@ async function handler(req: IncomingMessage, res: ServerResponse): Promise<boole
   const lines = (await real.text()).split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l) as Json);
   const answer = tamperSnapshot!(lines, res);
   if (answer === true) return true;
-  const body = `${answer.map((l) => JSON.stringify(l)).join('\n')}\n`;
-  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'content-length': Buffer.byteLength(body) });
-  res.end(body);
+  const text = `${answer.map((l) => JSON.stringify(l)).join('\n')}\n`;
+  res.writeHead(200, { 'content-type': 'application/x-ndjson', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
   return true;
 }
 
@@ -593,6 +605,34 @@ describe('hostile answers to the client', () => {
       expect(result.pulled, `seed ${SEED}`).toBe(written);
       expect(engine.cursor()).not.toBe(cursor);
       expect(Number(db.prepare(`SELECT count(*) FROM clinic_document`).pluck().get())).toBe(written / 3);
+
+      // An upload answer is settled here too (a lost conflict writes the server's values locally):
+      // hostile server values are refused before anything is settled, and the batch stays in the outbox.
+      db.prepare(`INSERT INTO clinic_species (code, label) VALUES ('ferret', 'Ferret')`).run();
+      const uploadCases: Array<{ kind: string; serverValues: Json; message: RegExp }> = [
+        { kind: 'upload answer: server values of the wrong type', serverValues: { code: 'ferret', label: 42 }, message: /^The upload answer for change 0 has a value for clinic_species\.label that expected a string, got 42$/ },
+        {
+          kind: 'upload answer: server values with an injected column',
+          serverValues: { code: 'ferret', label: 'x', 'label" = NULL; DROP TABLE clinic_species; --': 'x' },
+          message: /^The upload answer for change 0 has a value for column "label\\" = NULL; DROP TABLE clinic_species; --", which clinic_species does not have on the server$/,
+        },
+        { kind: 'upload answer: server values for another row', serverValues: { code: 'weasel', label: 'Weasel' }, message: /^The upload answer for change 0 upserts a row of clinic_species whose values\.code differs from pk\.code$/ },
+      ];
+      for (const c of uploadCases) {
+        uploadTamper = (answer) => ({ ...answer, applied: 0, conflicts: 1, results: [{ index: 0, status: 'conflict', resolution: 'server-wins', conflict_id: null, server_values: c.serverValues }] });
+        const error = await engine.runCycle().catch((e: unknown) => e);
+        uploadTamper = undefined;
+        count(c.kind, error instanceof ProtocolError ? `ProtocolError ${error.code}` : `NOT REFUSED: ${String(error)}`);
+        expect(error, `${c.kind} (seed ${SEED})`).toBeInstanceOf(ProtocolError);
+        expect((error as Error).message, c.kind).toMatch(c.message);
+        expect(db.prepare(`SELECT code, label FROM clinic_species`).all(), c.kind).toEqual([{ code: 'ferret', label: 'Ferret' }]);
+        expect(Number(db.prepare(`SELECT count(*) FROM _epetsync_outbox`).pluck().get()), c.kind).toBe(1);
+        expect(Number(db.prepare(`SELECT count(*) FROM _epetsync_conflicts`).pluck().get()), c.kind).toBe(0);
+      }
+      // The same batch is resent as it was; the server replays its honest answer.
+      expect(await engine.runCycle()).toMatchObject({ pushed: 1, conflicts: 0, pending: 0 });
+      expect(Number(db.prepare(`SELECT count(*) FROM _epetsync_outbox`).pluck().get())).toBe(0);
+      expect(await bed.sql(`SELECT code, label FROM clinic_species WHERE code = 'ferret'`)).toEqual([{ code: 'ferret', label: 'Ferret' }]);
     } finally {
       db.close();
       await client.close();
