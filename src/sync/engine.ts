@@ -8,7 +8,7 @@ import type { Logger } from '../logger.js';
 import { fromWire, toWire, type SqliteValue, type WireValue } from './convert.js';
 import { INTERNAL_PREFIX, META, applyWithoutCapture, installCapture, parseKey, readMeta, writeMeta, type PrimaryKeyValue } from './local-capture.js';
 import { parsePgType, type PgType } from './pg-type.js';
-import { OUTBOX, ensureSyncTables, quarantineChange, recordConflict } from './store.js';
+import { OUTBOX, ensureSyncTables, quarantineChange, recordConflict, type QuarantineRecord } from './store.js';
 
 /**
  * The two-way sync engine (docs/sync.md). One cycle pushes the local changelog in batches and then
@@ -117,7 +117,15 @@ interface OutboxRow {
   body: string;
   plan: string;
   /** The batch and plan as built, when this process just persisted them (saves parsing back what it wrote). */
-  built?: { batch: UploadBatch; plan: PlanEntry[] } | undefined;
+  built?: { batch: UploadBatch; plan: PlanEntry[]; headEnd?: number | undefined } | undefined;
+}
+
+/** A batch read while the previous one was in flight, persisted (or dropped) when that one is settled. */
+interface Prebuilt {
+  batch: UploadBatch;
+  plan: PlanEntry[];
+  /** Last changelog seq of the head window it was read from: the batch after it starts above. */
+  headEnd: number;
 }
 
 type Row = Record<string, SqliteValue>;
@@ -338,17 +346,31 @@ export class SyncEngine {
   // ------------------------------------------------------------------ push
 
   private async push(result: CycleResult, signal: AbortSignal | undefined): Promise<void> {
+    // The next batch, already persisted in the transaction that settled the one before it.
+    let carried: OutboxRow | undefined;
     for (;;) {
-      // A stop request ends the push between batches, never inside one.
-      if (signal?.aborted) return;
-      const row = this.nextOutbox() ?? this.buildBatch(result);
+      // A stop request ends the push between batches, never inside one; a batch read ahead was never
+      // sent and goes (its changelog entries stay queued).
+      if (signal?.aborted) {
+        if (carried) this.stmt(`DELETE FROM ${OUTBOX} WHERE seq = ?`).run(carried.seq);
+        return;
+      }
+      const row = carried ?? this.nextOutbox() ?? this.buildBatch(result);
+      carried = undefined;
       if (!row) return;
       const batch = row.built?.batch ?? (JSON.parse(row.body) as UploadBatch);
       const plan = row.built?.plan ?? (JSON.parse(row.plan) as PlanEntry[]);
       let answer: UploadResponse;
+      let next: Promise<Prebuilt | undefined> | undefined;
       try {
-        answer = await this.remote.upload(batch);
+        const sending = this.remote.upload(batch);
+        // While the server applies this batch, read the next one from the rows this one does not
+        // touch; it is written to the outbox only when this one is settled cleanly.
+        const headEnd = row.built?.headEnd;
+        if (headEnd !== undefined) next = this.prebuild(this.batchLimit(), headEnd, new Set(plan.map((p) => rowKey(p.table, p.pkText))), signal).catch(() => undefined);
+        answer = await sending;
       } catch (error) {
+        await next;
         const rebuildable = plan.every((p) => p.seqs.length > 0);
         if (error instanceof RequestRejectedError && (error.wireCode === 'UNKNOWN_TABLE' || error.wireCode === 'UNKNOWN_COLUMN') && !this.rescoped && rebuildable) {
           // The web app migrated under us: rebuild the batch against the server's current scope once before blaming the change.
@@ -368,8 +390,9 @@ export class SyncEngine {
         }
         throw error;
       }
+      const prebuilt = await next;
       this.hooks.afterUpload?.(batch.batch_id);
-      await this.settle(row, plan, batch, answer, result, signal);
+      carried = await this.settle(row, plan, batch, answer, result, signal, prebuilt);
       this.splitLimit = undefined;
       this.rescoped = false;
       result.batches += 1;
@@ -380,9 +403,13 @@ export class SyncEngine {
     return this.db.prepare(`SELECT seq, batch_id, body, plan FROM ${OUTBOX} ORDER BY seq LIMIT 1`).safeIntegers(false).get() as OutboxRow | undefined;
   }
 
+  private batchLimit(): number {
+    return Math.min(this.info?.limits?.max_batch_changes ?? 5000, this.splitLimit ?? this.batchSize);
+  }
+
   /** Coalesces the changelog head per row into a batch and persists it in the outbox before anything is sent. */
   private buildBatch(result: CycleResult): OutboxRow | undefined {
-    const limit = Math.min(this.info?.limits?.max_batch_changes ?? 5000, this.splitLimit ?? this.batchSize);
+    const limit = this.batchLimit();
     const build = this.db.transaction((): OutboxRow | undefined => {
       for (;;) {
         const built = this.buildFromHead(limit, result);
@@ -394,36 +421,59 @@ export class SyncEngine {
   }
 
   private buildFromHead(limit: number, result: CycleResult): OutboxRow | undefined | 'again' {
-    const head = this.stmt(`SELECT seq, table_name, pk, op FROM ${CHANGELOG} ORDER BY seq LIMIT 1`, { safeIntegers: false }).all() as Array<{
-      seq: number;
-      table_name: string;
-      pk: string;
-      op: 'I' | 'U' | 'D';
-    }>;
-    if (head.length === 0) return undefined;
-    // Every entry of the rows the head touches, in one statement through the row index: later
-    // entries of the same row are covered by the current values read now. CROSS JOIN keeps the
-    // head as the outer loop (SQLite would otherwise scan the whole changelog against it).
+    const head = this.readHead(limit, 0);
+    if (!head) return undefined;
+    const changes: Array<{ change: UploadChange; plan: PlanEntry }> = [];
+    for (const entry of head.rows) {
+      const planned = this.planChange(entry);
+      if (!planned.ok) {
+        quarantineChange(this.db, planned.quarantine);
+        result.quarantined += 1;
+        continue;
+      }
+      changes.push({ change: planned.change, plan: entry });
+    }
+    if (changes.length === 0) return 'again';
+    const { batch, plan } = this.orderBatch(changes);
+    return this.persistBatch(batch, plan, head.headEnd);
+  }
+
+  /**
+   * Reads the rows that the first `limit` changelog entries after seq `after` touch, each with
+   * every entry it has (later entries of a row are covered by the current values read with it).
+   * Rows in `skip` are left for a later batch. Undefined when no entry lies after `after`.
+   */
+  private readHead(limit: number, after: number, skip?: Set<string>): { rows: PlanEntry[]; headEnd: number } | undefined {
+    const headEnd = this.stmt(`SELECT max(seq) FROM (SELECT seq FROM ${CHANGELOG} WHERE seq > ? ORDER BY seq LIMIT ?)`, { pluck: true, safeIntegers: false }).get(after, limit) as number | null;
+    if (headEnd === null) return undefined;
+    // One statement through the row index; CROSS JOIN keeps the head window as the outer loop
+    // (SQLite would otherwise scan the whole changelog against it).
     const entries = this.stmt(
       `SELECT c.seq, c.table_name, c.pk, c.op
-         FROM (SELECT DISTINCT table_name, pk FROM (SELECT table_name, pk FROM ${CHANGELOG} ORDER BY seq LIMIT ?)) h
+         FROM (SELECT DISTINCT table_name, pk FROM ${CHANGELOG} WHERE seq > ? AND seq <= ?) h
          CROSS JOIN ${CHANGELOG} c ON c.table_name = h.table_name AND c.pk = h.pk
         ORDER BY c.seq`,
       { safeIntegers: false },
-    ).all(limit) as typeof head;
+    ).all(after, headEnd) as Array<{ seq: number; table_name: string; pk: string; op: 'I' | 'U' | 'D' }>;
     const rows = new Map<string, PlanEntry>();
     for (const e of entries) {
-      const key = `${e.table_name}\u0000${e.pk}`;
+      const key = rowKey(e.table_name, e.pk);
+      if (skip?.has(key)) continue;
       const entry = rows.get(key);
       if (entry) entry.seqs.push(e.seq);
       else rows.set(key, { table: e.table_name, pkText: e.pk, seqs: [e.seq], firstOp: e.op });
     }
-    const changes: Array<{ change: UploadChange; plan: PlanEntry; firstSeq: number }> = [];
-    for (const entry of rows.values()) {
-      const table = this.scope.get(entry.table);
-      const pkValues = safeParseKey(entry.pkText);
-      if (!table || !pkValues || pkValues.length !== table.primaryKey.length) {
-        quarantineChange(this.db, {
+    return { rows: [...rows.values()], headEnd };
+  }
+
+  /** Returns a row's change (its current values, or a delete), or the quarantine entry when it cannot be sent. */
+  private planChange(entry: PlanEntry): { ok: true; change: UploadChange } | { ok: false; quarantine: Omit<QuarantineRecord, 'id' | 'quarantinedAt'> } {
+    const table = this.scope.get(entry.table);
+    const pkValues = safeParseKey(entry.pkText);
+    if (!table || !pkValues || pkValues.length !== table.primaryKey.length) {
+      return {
+        ok: false,
+        quarantine: {
           table: entry.table,
           pkText: entry.pkText,
           pk: { key: entry.pkText },
@@ -433,43 +483,50 @@ export class SyncEngine {
           code: 'NOT_SYNCED',
           reason: table ? `the changelog key ${entry.pkText} does not match the primary key of ${entry.table}` : `table ${entry.table} is not synced by the server`,
           requestId: null,
-        });
-        result.quarantined += 1;
-        continue;
-      }
-      const built = this.changeFor(table, pkValues);
-      if (!built.ok) {
-        quarantineChange(this.db, {
-          table: entry.table,
-          pkText: entry.pkText,
-          pk: built.pk,
-          op: built.op,
-          change: null,
-          seqs: entry.seqs,
-          code: 'UNCONVERTIBLE',
-          reason: built.reason,
-          requestId: null,
-        });
-        result.quarantined += 1;
-        continue;
-      }
-      changes.push({ change: built.change, plan: entry, firstSeq: entry.seqs[0] ?? 0 });
+        },
+      };
     }
-    if (changes.length === 0) return 'again';
-    // Parents before children for upserts, children before parents for deletes.
-    const order = (c: UploadChange): number => this.scope.get(c.table)?.order ?? 0;
-    const upserts = changes.filter((c) => c.change.op === 'upsert').sort((a, b) => order(a.change) - order(b.change) || a.firstSeq - b.firstSeq);
-    const deletes = changes.filter((c) => c.change.op === 'delete').sort((a, b) => order(b.change) - order(a.change) || a.firstSeq - b.firstSeq);
-    const ordered = [...upserts, ...deletes];
-    const batch: UploadBatch = { batch_id: this.newBatchId(), base_cursor: this.cursor(), changes: ordered.map((c) => c.change) };
-    return this.persistBatch(batch, ordered.map((c) => c.plan));
+    const built = this.changeFor(table, pkValues);
+    if (built.ok) return built;
+    return { ok: false, quarantine: { table: entry.table, pkText: entry.pkText, pk: built.pk, op: built.op, change: null, seqs: entry.seqs, code: 'UNCONVERTIBLE', reason: built.reason, requestId: null } };
   }
 
-  private persistBatch(batch: UploadBatch, plan: PlanEntry[]): OutboxRow {
+  /** Orders a batch's changes: parents before children for upserts, children before parents for deletes. */
+  private orderBatch(changes: Array<{ change: UploadChange; plan: PlanEntry }>): { batch: UploadBatch; plan: PlanEntry[] } {
+    const order = (c: UploadChange): number => this.scope.get(c.table)?.order ?? 0;
+    const first = (p: PlanEntry): number => p.seqs[0] ?? 0;
+    const upserts = changes.filter((c) => c.change.op === 'upsert').sort((a, b) => order(a.change) - order(b.change) || first(a.plan) - first(b.plan));
+    const deletes = changes.filter((c) => c.change.op === 'delete').sort((a, b) => order(b.change) - order(a.change) || first(a.plan) - first(b.plan));
+    const ordered = [...upserts, ...deletes];
+    return { batch: { batch_id: this.newBatchId(), base_cursor: this.cursor(), changes: ordered.map((c) => c.change) }, plan: ordered.map((c) => c.plan) };
+  }
+
+  /**
+   * Reads the batch that follows one in flight: the head window after `after` without the rows of
+   * the batch in flight. Read-only and in slices, so the upload's answer is taken as it arrives;
+   * undefined when a row needs quarantine (a write: left to the next regular build) or nothing is left.
+   */
+  private async prebuild(limit: number, after: number, skip: Set<string>, signal: AbortSignal | undefined): Promise<Prebuilt | undefined> {
+    // Let the upload reach the socket first.
+    await new Promise((resolve) => setImmediate(resolve));
+    const head = this.readHead(limit, after, skip);
+    if (!head || head.rows.length === 0) return undefined;
+    const changes: Array<{ change: UploadChange; plan: PlanEntry }> = [];
+    for (let i = 0; i < head.rows.length; i += 1) {
+      if (i % 250 === 249) await new Promise((resolve) => setImmediate(resolve));
+      if (signal?.aborted) return undefined;
+      const planned = this.planChange(head.rows[i]!);
+      if (!planned.ok) return undefined;
+      changes.push({ change: planned.change, plan: head.rows[i]! });
+    }
+    return { ...this.orderBatch(changes), headEnd: head.headEnd };
+  }
+
+  private persistBatch(batch: UploadBatch, plan: PlanEntry[], headEnd?: number): OutboxRow {
     const body = JSON.stringify(batch);
     const planText = JSON.stringify(plan);
     const info = this.stmt(`INSERT INTO ${OUTBOX} (batch_id, body, plan) VALUES (?, ?, ?)`).run(batch.batch_id, body, planText);
-    return { seq: Number(info.lastInsertRowid), batch_id: batch.batch_id, body, plan: planText, built: { batch, plan } };
+    return { seq: Number(info.lastInsertRowid), batch_id: batch.batch_id, body, plan: planText, built: { batch, plan, headEnd } };
   }
 
   /**
@@ -581,7 +638,15 @@ export class SyncEngine {
   }
 
   /** Applies the server's answer locally: settles conflicts, moves colliding rows, clears acknowledged entries, all in one transaction. */
-  private async settle(row: OutboxRow, plan: PlanEntry[], batch: UploadBatch, answer: UploadResponse, result: CycleResult, signal: AbortSignal | undefined): Promise<void> {
+  private async settle(
+    row: OutboxRow,
+    plan: PlanEntry[],
+    batch: UploadBatch,
+    answer: UploadResponse,
+    result: CycleResult,
+    signal: AbortSignal | undefined,
+    next?: Prebuilt,
+  ): Promise<OutboxRow | undefined> {
     const conflicts = answer.results.filter((r): r is Extract<UploadResult, { status: 'conflict' }> => r.status === 'conflict');
     // A lost conflict or a collision writes the server's values here: refuse any no honest server sends, before anything is settled (the batch stays in the outbox).
     await this.checkAgainstServer((tables) => {
@@ -592,7 +657,7 @@ export class SyncEngine {
     }, signal);
     const collisions = conflicts.filter((r) => this.isCollision(batch.changes[r.index]!, plan[r.index]!, r.server_values ?? null));
     const ids = await this.allocate(collisions.map((r) => ({ table: batch.changes[r.index]!.table })), signal);
-    const settle = this.db.transaction(() => {
+    const settle = this.db.transaction((): OutboxRow | undefined => {
       const fixups: Array<{ change: UploadChange; plan: PlanEntry }> = [];
       const moved = new Set<number>();
       for (const r of conflicts) {
@@ -666,9 +731,16 @@ export class SyncEngine {
       if (fixups.length > 0) {
         // Sent without a base cursor: the decision is taken, the server must not weigh it again.
         this.persistBatch({ batch_id: this.newBatchId(), changes: fixups.map((f) => f.change) }, fixups.map((f) => f.plan));
+        return undefined;
       }
+      // The batch read meanwhile is still what a build would read now unless this answer moved or
+      // settled rows (conflicts, collisions) or one of its entries went (quarantine, uninstall).
+      if (!next || conflicts.length > 0) return undefined;
+      const seqs = next.plan.flatMap((p) => p.seqs);
+      const present = this.stmt(`SELECT count(*) FROM ${CHANGELOG} WHERE seq IN (SELECT value FROM json_each(?))`, { pluck: true, safeIntegers: false }).get(JSON.stringify(seqs)) as number;
+      return present === seqs.length ? this.persistBatch(next.batch, next.plan, next.headEnd) : undefined;
     });
-    settle.immediate();
+    return settle.immediate();
   }
 
   private isCollision(change: UploadChange, entry: PlanEntry, serverValues: Record<string, unknown> | null): boolean {
@@ -966,6 +1038,10 @@ export async function runSyncCycle(options: SyncEngineOptions, signal?: AbortSig
   const engine = new SyncEngine(options);
   await engine.prepare(signal);
   return engine.runCycle(signal);
+}
+
+function rowKey(table: string, pkText: string): string {
+  return `${table}\u0000${pkText}`;
 }
 
 function safeParseKey(text: string): PrimaryKeyValue[] | null {

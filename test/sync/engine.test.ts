@@ -130,6 +130,30 @@ describe('SyncEngine', () => {
     expect(await e.runCycle()).toMatchObject({ pushed: 0, pulled: 0, batches: 0 });
   });
 
+  it('reads the next batch while one is in flight, writes it to the outbox only with the settlement, and loses no edit made meanwhile', async () => {
+    const outboxAtAnswer: number[] = [];
+    const e = engine({
+      batchSize: 500,
+      hooks: {
+        afterUpload: () => {
+          outboxAtAnswer.push(outboxCount(db));
+          // The second batch (rows 501–1000) has been read by now; the desktop app edits one of its rows.
+          if (outboxAtAnswer.length === 1) desktopWrite(path, [[["UPDATE clinic_owner SET name = 'edited while batch 1 was in flight' WHERE id = 700"]]]);
+        },
+      },
+    });
+    await e.prepare();
+    desktopWrite(path, [[["WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200) INSERT INTO clinic_owner (name, updated_at) SELECT 'owner ' || i, '2026-11-25 10:00:00' FROM n"]]]);
+    const r = await e.runCycle();
+    // Only the batch in flight is in the outbox when its answer arrives: the one read ahead is not yet.
+    expect(outboxAtAnswer).toEqual([1, 1, 1, 1]);
+    // Row 700 went with the second batch as read, and again with its edit in a fourth.
+    expect(r).toMatchObject({ pushed: 1201, batches: 4, pending: 0, quarantined: 0 });
+    expect(outboxCount(db)).toBe(0);
+    expect(await remote.sql(`SELECT count(*)::int AS n FROM clinic_owner`)).toEqual([{ n: 1200 }]);
+    expect(await remote.sql(`SELECT name FROM clinic_owner WHERE id = 700`)).toEqual([{ name: 'edited while batch 1 was in flight' }]);
+  });
+
   it('starts from the server head, so rows written before it are not replayed', async () => {
     await remote.sql(`INSERT INTO clinic_species VALUES ('old', 'Before the start')`);
     const e = engine();
