@@ -24,11 +24,14 @@ Options:
   --commits <n>   sync: single-row commits per direction (default 200)
   --offline <n>   sync: rows inserted while the monitor is stopped (default 100000)
   --no-report     print the table but do not append it to docs/benchmarks.md
+  --only <list>   migrate: run only these contenders (comma-separated: copy,epetsync,pgloader);
+                  a partial run is never appended to docs/benchmarks.md
+  --cpu-prof <d>  migrate: write V8 CPU profiles of the epetsync client and server into folder d
 `;
 
 /** Parses argv into the subcommand and its options. */
 function parseArgs(argv) {
-  const opts = { command: argv[0], scale: 1, repeat: 3, seed: 1, report: true, commits: 200, offline: 100_000 };
+  const opts = { command: argv[0], scale: 1, repeat: 3, seed: 1, report: true, commits: 200, offline: 100_000, only: null, cpuProf: null };
   for (let i = 1; i < argv.length; i += 1) {
     const a = argv[i];
     const num = () => {
@@ -42,9 +45,19 @@ function parseArgs(argv) {
     else if (a === '--commits') opts.commits = num();
     else if (a === '--offline') opts.offline = num();
     else if (a === '--no-report') opts.report = false;
+    else if (a === '--only') {
+      opts.only = new Set(String(argv[++i] ?? '').split(',').filter(Boolean));
+      const unknown = [...opts.only].filter((c) => !['copy', 'epetsync', 'pgloader'].includes(c));
+      if (opts.only.size === 0 || unknown.length > 0) throw new Error(`--only takes copy, epetsync and/or pgloader, comma-separated${unknown.length ? ` (not ${unknown.join(', ')})` : ''}`);
+    } else if (a === '--cpu-prof') {
+      opts.cpuProf = argv[++i];
+      if (!opts.cpuProf) throw new Error('--cpu-prof needs a folder');
+    }
     else throw new Error(`unknown option ${a}`);
   }
   if (opts.repeat < 3) throw new Error('--repeat must be at least 3: medians of fewer runs say little');
+  // A partial or profiled run measures something else than the published comparison.
+  if (opts.only || opts.cpuProf) opts.report = false;
   return opts;
 }
 
@@ -79,18 +92,19 @@ async function countRows(url, tables) {
 }
 
 /** Runs `epetsync migrate` against `epetsync serve` on a fresh database; optionally times diagnose on that healthy setup. */
-async function runEpetsync(template, tables, work, diagnoseRuns) {
+async function runEpetsync(template, tables, work, diagnoseRuns, cpuProf = null) {
   const db = await freshDjangoDatabase('eps');
   let server;
   const folder = mkdtempSync(join(work, 'clinic-'));
   try {
     await createBenchAccount(db.url);
-    server = await startServer(db.url);
+    const profile = cpuProf ? ['--cpu-prof', '--cpu-prof-dir', cpuProf] : [];
+    server = await startServer(db.url, { nodeArgs: profile });
     copyFileSync(template, join(folder, 'db.sqlite3'));
     const config = join(folder, 'config.json');
     writeFileSync(config, `${JSON.stringify({ database: { path: 'db.sqlite3', backup_dir: 'backups' }, remote_database: { enabled: true, url: server.url, username: 'frontdesk' }, logging: { file: join(folder, 'epetsync.log') } }, null, 2)}\n`);
     const env = { EPETSYNC_PASSWORD: PASSWORD, NO_COLOR: '1', CI: 'true' };
-    const run = await measure(process.execPath, [BIN, '--config', config, '--json', 'migrate'], { env });
+    const run = await measure(process.execPath, [...profile, BIN, '--config', config, '--json', 'migrate'], { env });
     if (run.code !== 0) throw new Error(`epetsync migrate exited ${run.code}: ${run.stdout.slice(0, 2000)} ${run.stderr.slice(0, 2000)}`);
     const serverRss = server.peakRssMb();
     const counted = await countRows(db.url, tables);
@@ -143,10 +157,12 @@ async function runPgloader(template, tables, work) {
     const load = join(dir, 'load.pgl');
     // The untyped balance column holds REALs that pgloader would print as Lisp floats ("0.3d0"), hence the CAST.
     // data only into Django's own schema, as the other two contenders do; FK triggers off because pgloader loads tables in parallel.
+    // quote identifiers: without it pgloader's COPY into "clinic vaccine log" (spaces and capitals in its
+    // names) fails to start and pgloader stops with "PostgreSQL protocol error: Unexpected message received: Z 90".
     writeFileSync(load, `LOAD DATABASE
   FROM sqlite://${template}
   INTO ${db.url}
-WITH data only, create no tables, create no indexes, reset no sequences, include no drop, disable triggers
+WITH data only, create no tables, create no indexes, reset no sequences, include no drop, disable triggers, quote identifiers
 CAST column clinic_owner.balance to numeric using float-to-string
 INCLUDING ONLY TABLE NAMES LIKE 'clinic%'
 SET timezone to 'UTC';
@@ -182,7 +198,7 @@ const mb = (v) => (v === null || v === undefined ? 'n/a' : `${Math.round(v)}`);
 
 /** Runs the migrate benchmark and returns the markdown report. */
 async function benchMigrate(opts) {
-  ensurePgloader();
+  if (!opts.only || opts.only.has('pgloader')) ensurePgloader();
   const { CLINIC_TABLES } = await dist('sync/generate.js');
   const tables = [...CLINIC_TABLES];
   const work = mkdtempSync(join(tmpdir(), 'epetsync-bench-'));
@@ -196,19 +212,26 @@ async function benchMigrate(opts) {
     const results = { copy: [], epetsync: [], pgloader: [] };
     for (let rep = 1; rep <= opts.repeat; rep += 1) {
       // Interleaved, so a burst of load from other work on the machine does not hit one contender's runs only.
-      const c = await runCopy(template.path, tables, work);
-      results.copy.push(c);
-      log(`rep ${rep} copy: ${fmt(c.wallSeconds)} s (export ${fmt(c.parts.export)} + load ${fmt(c.parts.load)}), ${c.rows}/${expected} rows, RSS export ${mb(c.rss.export)} MB psql ${mb(c.rss.psql)} MB`);
-      const e = await runEpetsync(template.path, tables, work, rep === opts.repeat ? 5 : 0);
-      results.epetsync.push(e);
-      log(`rep ${rep} epetsync: ${fmt(e.wallSeconds)} s, ${e.rows}/${expected} rows, RSS client ${mb(e.rss.client)} MB server ${mb(e.rss.server)} MB`);
-      const p = await runPgloader(template.path, tables, work);
-      results.pgloader.push(p);
-      log(`rep ${rep} pgloader: ${fmt(p.wallSeconds)} s, ${p.rows}/${expected} rows, exit ${p.code}, RSS ${mb(p.rss.pgloader)} MB`);
-      if (p.rows !== expected) log(`pgloader loaded ${p.rows} of ${expected} rows (per table ${JSON.stringify(p.perTable)}); its first errors:\n${p.errors}`);
+      const want = (c) => !opts.only || opts.only.has(c);
+      if (want('copy')) {
+        const c = await runCopy(template.path, tables, work);
+        results.copy.push(c);
+        log(`rep ${rep} copy: ${fmt(c.wallSeconds)} s (export ${fmt(c.parts.export)} + load ${fmt(c.parts.load)}), ${c.rows}/${expected} rows, RSS export ${mb(c.rss.export)} MB psql ${mb(c.rss.psql)} MB`);
+      }
+      if (want('epetsync')) {
+        const e = await runEpetsync(template.path, tables, work, rep === opts.repeat ? 5 : 0, opts.cpuProf);
+        results.epetsync.push(e);
+        log(`rep ${rep} epetsync: ${fmt(e.wallSeconds)} s, ${e.rows}/${expected} rows, RSS client ${mb(e.rss.client)} MB server ${mb(e.rss.server)} MB`);
+      }
+      if (want('pgloader')) {
+        const p = await runPgloader(template.path, tables, work);
+        results.pgloader.push(p);
+        log(`rep ${rep} pgloader: ${fmt(p.wallSeconds)} s, ${p.rows}/${expected} rows, exit ${p.code}, RSS ${mb(p.rss.pgloader)} MB`);
+        if (p.rows !== expected) log(`pgloader loaded ${p.rows} of ${expected} rows (per table ${JSON.stringify(p.perTable)}); its first errors:\n${p.errors}`);
+      }
     }
     const help = await timeHelp(10);
-    const diagnose = results.epetsync.at(-1).diagnose;
+    const diagnose = results.epetsync.at(-1)?.diagnose ?? [];
     return renderMigrateReport(opts, template, expected, results, help, diagnose);
   } finally {
     rmSync(work, { recursive: true, force: true });

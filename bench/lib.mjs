@@ -89,8 +89,8 @@ export function peakRssOf(pid) {
 }
 
 /** Spawns `epetsync serve` on 127.0.0.1 for a database and resolves once it listens; stop() ends it (SIGKILL after 15 s). */
-export function startServer(databaseUrl, { timeoutMs = 30_000 } = {}) {
-  const child = spawn(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--database-url', databaseUrl], {
+export function startServer(databaseUrl, { timeoutMs = 30_000, nodeArgs = [] } = {}) {
+  const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--database-url', databaseUrl], {
     env: { ...process.env, NO_COLOR: '1', CI: 'true' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
