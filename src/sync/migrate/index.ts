@@ -12,7 +12,7 @@ import { AuthError, EpetsyncError, MigrationError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { TableChecksum } from '../checksum.js';
 import type { ConvertOptions, NoteKind, WireValue } from '../convert.js';
-import { installCapture, META, readMeta, writeMeta } from '../local-capture.js';
+import { INTERNAL_PREFIX, installCapture, META, readMeta, writeMeta } from '../local-capture.js';
 import { acquireLock, type HeldLock } from '../lock.js';
 import { parsePgType } from '../pg-type.js';
 import { createTableSql, mapTable, type TableSpec } from './schema-map.js';
@@ -29,9 +29,9 @@ import { buildMapping, convertRow, localKey, readPages, reportable, type RowProb
 /** Django tables migrate never carries (the sync deny list). */
 const NEVER_MIGRATED = new Set(['django_migrations', 'django_session', 'django_admin_log', 'django_content_type', 'auth_permission', 'auth_group_permissions', 'auth_user_user_permissions']);
 /** Rows per bulk request: one request is one checkpoint. */
-const CHUNK_ROWS = 20_000;
+const CHUNK_ROWS = 5000;
 /** Approximate wire bytes per bulk request (well under the server's 64 MiB body limit). */
-const CHUNK_BYTES = 16 * 1024 * 1024;
+const CHUNK_BYTES = 8 * 1024 * 1024;
 /** Rows per second assumed for the duration estimate before anything was measured. */
 const ESTIMATED_ROWS_PER_SECOND = 15_000;
 const SAMPLE_KEYS = 5;
@@ -327,13 +327,20 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
     } finally {
       writer.close();
     }
+    // From here every local write to a captured table leaves a changelog entry after this mark: a table
+    // loaded whole and without such an entry still holds exactly the rows the load read (see verifyAll).
+    const untouched: LoadChecksums = {
+      mark: (db.prepare(`SELECT coalesce(max(seq), 0) AS s FROM main.${quote(`${INTERNAL_PREFIX}changelog`)}`).safeIntegers(false).get() as { s: number }).s,
+      captured: new Set(captured.map((t) => t.name)),
+      sums: new Map(),
+    };
 
     const rejects = options.rejectFile ? new RejectLog(options.rejectFile, false) : null;
     try {
       for (const p of planned) {
         // A replace swaps every table at once (children reference parents), so unchanged tables are staged too.
         if (p.report.action === 'same' && !replace) continue;
-        await loadTable(db, client, p, current, replace, convert, rejects, deps, (table, id) => {
+        await loadTable(db, client, p, current, replace, convert, rejects, deps, untouched, (table, id) => {
           current.tableLoadIds = { ...current.tableLoadIds, [table]: id };
           updateState(statePath, (st) => {
             st.migrate = current;
@@ -384,7 +391,7 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
     });
 
     result.rejected = planned.reduce((n, p) => n + p.report.rejected, 0);
-    await verifyAll(db, client, planned, convert, deps.signal, result, rejects);
+    await verifyAll(db, client, planned, convert, deps.signal, result, rejects, untouched);
     return finishResult(result, started);
   } finally {
     lock?.release();
@@ -607,6 +614,7 @@ async function loadTable(
   convert: ConvertOptions,
   rejects: RejectLog | null,
   deps: MigrateDeps,
+  checksums: LoadChecksums,
   renew: (table: string, loadId: string) => void,
 ): Promise<void> {
   const started = performance.now();
@@ -617,6 +625,10 @@ async function loadTable(
   // Only a table whose remote rows are exactly the checkpoint's continues after it; an emptied one starts over.
   // Staged rows are only ever ours (the staging table belongs to this load id), so a replace always continues.
   const resume = stage ? status.last_key !== null : p.report.action === 'resume';
+  // The checksum of the rows this run commits, when it loads the whole table (not after a checkpoint).
+  const committed = resume || !checksums.captured.has(p.local.name) ? null : new TableChecksum(p.mapping.columns.map((c) => c.type));
+  if (committed) checksums.sums.set(table, committed);
+  else checksums.sums.delete(table);
   if (!resume && !stage && status.total_rows > 0) {
     // The remote table was emptied after a partial load: a fresh checkpoint, so a later crash resumes correctly.
     loadId = `${state.loadId}.${randomBytes(3).toString('hex')}`;
@@ -639,6 +651,7 @@ async function loadTable(
           ? await stageRows(client, table, rows, { loadId, columns, signal: deps.signal })
           : await client.bulkLoad(table, rows, { loadId, columns, signal: deps.signal });
         loaded += answer.rows;
+        for (const row of rows) committed?.add(row);
         return;
       } catch (error) {
         // A streamed body is never re-sent by the client itself, so a token that expired during a long load is renewed here.
@@ -655,6 +668,7 @@ async function loadTable(
           // The request committed but its answer was lost: the checkpoint proves it.
           deps.logger.info({ table, loadId }, 'the bulk request committed but its answer was lost; continuing after it');
           loaded += rows.length;
+          for (const row of rows) committed?.add(row);
           return;
         }
       }
@@ -765,6 +779,16 @@ function unconvertibleError(problem: RowProblem): MigrationError {
   });
 }
 
+/** Holds the checksums of rows committed by this run's loads, and what tells whether a table was written locally since. */
+interface LoadChecksums {
+  /** The changelog's last sequence number before the load read anything. */
+  mark: number;
+  /** Tables with local change capture (only their writes reach the changelog). */
+  captured: Set<string>;
+  /** Per remote table, the checksum of every row loaded by this run (only for tables loaded whole). */
+  sums: Map<string, TableChecksum>;
+}
+
 /** Appends rows that cannot be sent to an NDJSON file, once per (table, key), fsynced before the rows after them go out. */
 class RejectLog {
   private readonly fd: number;
@@ -852,7 +876,8 @@ async function compareTable(db: SqliteDatabase, client: RemoteDatabaseClient, p:
 }
 
 /** Verifies every planned table: equal row counts and checksums on both sides; fills `mismatched`. */
-async function verifyAll(db: SqliteDatabase, client: RemoteDatabaseClient, planned: Planned[], convert: ConvertOptions, signal: AbortSignal, result: MigrateResult, rejects: RejectLog | null): Promise<void> {
+async function verifyAll(db: SqliteDatabase, client: RemoteDatabaseClient, planned: Planned[], convert: ConvertOptions, signal: AbortSignal, result: MigrateResult, rejects: RejectLog | null, loaded: LoadChecksums | null = null): Promise<void> {
+  const changedSince = db.prepare(`SELECT 1 FROM main.${quote(`${INTERNAL_PREFIX}changelog`)} WHERE table_name = ? AND seq > ? LIMIT 1`);
   // Every remote checksum is asked for at once: the server and PostgreSQL compute them while this
   // process computes the local ones.
   const remotes = new Map(
@@ -867,7 +892,10 @@ async function verifyAll(db: SqliteDatabase, client: RemoteDatabaseClient, plann
   for (const p of planned) {
     const asked = remotes.get(p);
     if (!asked) continue;
-    const local = await localChecksum(db, p.mapping, convert, signal, rejects);
+    // A table loaded whole in this run and not written locally since holds exactly the rows the load
+    // read and committed: their checksum stands for the local side without reading the table again.
+    const sum = loaded?.sums.get(p.remote.name);
+    const local = sum && changedSince.get(p.local.name, loaded!.mark) === undefined ? { sum, unconvertible: 0 } : await localChecksum(db, p.mapping, convert, signal, rejects);
     const remote = await asked;
     p.report.localChecksum = local.sum.digest();
     p.report.remoteChecksum = remote.checksum;

@@ -46,7 +46,7 @@ describe('streamed bulk bodies (epetsync serve over PostgreSQL)', () => {
     const res = await request(new URL(path, bed.server.url), {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-ndjson', 'x-epetsync-node': 'streamed-bulk-test', ...(gzip ? { 'content-encoding': 'gzip' } : {}) },
-      body: gzip ? Readable.from(body).pipe(createGzip({ level: 1 })) : body,
+      body: gzip ? Readable.from(body).pipe(createGzip({ level: 1 })) : Readable.from(body),
     });
     return { status: res.statusCode, json: (await res.body.json()) as never };
   };
