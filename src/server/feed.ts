@@ -40,8 +40,32 @@ interface LogRow {
   origin: string | null;
 }
 
-/** Reads one page of the change feed below the safe horizon, with each row's current values. */
+/**
+ * Pages of nothing but the requester's own uploads read on in one request at most: after a client
+ * pushed a large backlog, the feed would otherwise hand its own echo back page by empty page.
+ */
+const OWN_ECHO_PAGES = 20;
+
+/**
+ * Reads one page of the change feed below the safe horizon, with each row's current values. A page
+ * holding only the requester's own uploads is skipped over (up to {@link OWN_ECHO_PAGES} pages), its
+ * cursor moving past them, so the answer carries changes for the requester when there are any.
+ */
 export async function readFeed(db: SqlExecutor, schema: SyncSchema, query: FeedQuery): Promise<FeedPage> {
+  let since = query.since;
+  let entries = 0;
+  for (let pages = 1; ; pages += 1) {
+    const page = await readPage(db, schema, { ...query, since });
+    entries += page.entries;
+    if (page.changes.length > 0 || !page.hasMore || pages >= OWN_ECHO_PAGES) {
+      const head = await headCursor(db);
+      return { changes: page.changes, cursor: formatCursor(page.cursor), has_more: page.hasMore, head_cursor: formatCursor(head), entries };
+    }
+    since = page.cursor;
+  }
+}
+
+async function readPage(db: SqlExecutor, schema: SyncSchema, query: FeedQuery): Promise<{ changes: FeedChange[]; cursor: Cursor; hasMore: boolean; entries: number }> {
   const names = query.tables ?? schema.tables.map((t) => t.name);
   const { rows } = await db.query<LogRow>(
     `WITH h AS (SELECT ${HORIZON_SQL} AS horizon)
@@ -94,8 +118,7 @@ export async function readFeed(db: SqlExecutor, schema: SyncSchema, query: FeedQ
     }
     return { table: table.name, op: values ? 'upsert' : 'delete', pk, values, origin: entry.origin };
   });
-  const head = await headCursor(db);
-  return { changes, cursor: formatCursor(cursor), has_more: hasMore, head_cursor: formatCursor(head), entries: page.length };
+  return { changes, cursor, hasMore, entries: page.length };
 }
 
 /**
