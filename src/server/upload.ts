@@ -120,6 +120,7 @@ export async function applyUpload(db: SqlDatabase, schema: SyncSchema, batch: Up
       }
       if (apply) {
         await applyChange(tx, change);
+        if (!conflict && change.base && (await findConflict(tx, change, change.base, options.node))) throw lateConflict();
         touched.add(change.table);
         applied += 1;
       }
@@ -207,8 +208,22 @@ async function applyBatched(tx: SqlExecutor, prepared: PreparedChange[], node: s
     if (code === '40P01' || code === '40001') throw error;
     return false;
   }
+  for (const group of checks.values()) {
+    if (await anyConflict(tx, group.table, group.base, group.changes, node)) throw lateConflict();
+  }
   await tx.query('RELEASE SAVEPOINT epetsync_batched');
   return true;
+}
+
+/**
+ * Returns the error that runs an upload transaction again: a web app write still uncommitted
+ * when the conflicts were looked for is invisible to that look, and the upsert then waited for
+ * the row and overwrote it once it committed (a desktop insert silently replacing the web app's
+ * new row with the same id). Looked for again after the apply, it shows; run again, the batch
+ * sees it from the start and settles it as a conflict or id collision.
+ */
+function lateConflict(): Error {
+  return Object.assign(new Error('a conflicting write committed while the batch was applied'), { code: '40001' });
 }
 
 /** Returns `unnest(...) WITH ORDINALITY AS k(c0, c1, …, n)` over one text[] parameter per column, from `$first`. */

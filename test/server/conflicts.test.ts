@@ -104,3 +104,41 @@ describe.each(ENGINES)('upload conflicts on %s', (engine) => {
     expect(h.json<UploadBody>(await upload('2', 'Bo four', true)).conflicts).toBe(1);
   });
 });
+
+describe('upload racing an uncommitted web app insert (PostgreSQL)', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness('postgres');
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+
+  it.each([['one change', 1], ['a batch of several', 3]])('settles a desktop insert as an id collision, not an overwrite, when the web row with its id commits while the upload waits for it (%s)', async (_label, size) => {
+    const { default: pg } = await import('pg');
+    const base = h.json<{ head_cursor: string }>(await h.call({ method: 'GET', url: '/api/database/sync/' })).head_cursor;
+    const id = 9000 + size;
+    // The web app has inserted the row and not committed yet: invisible to the upload's conflict look.
+    const web = new pg.Client({ connectionString: h.databaseUrl });
+    await web.connect();
+    try {
+      await web.query('BEGIN');
+      await web.query(`INSERT INTO clinic_owner (id, name) VALUES ($1, 'Web row')`, [id]);
+      const changes = [
+        { table: 'clinic_owner', op: 'upsert', pk: { id: String(id) }, values: { id: String(id), name: 'Desk row' } },
+        ...Array.from({ length: size - 1 }, (_, i) => ({ table: 'clinic_visit', op: 'upsert', pk: { id: String(i + 1) }, values: { id: String(i + 1), note: `desk ${size}` } })),
+      ];
+      const upload = h.call({ method: 'POST', url: '/api/database/upload/', node: 'desk-race', payload: { batch_id: `race-${size}`, base_cursor: base, changes } });
+      // The upload now waits on the uncommitted row; the web app commits.
+      await new Promise((r) => setTimeout(r, 300));
+      await web.query('COMMIT');
+      const res = await upload;
+      expect(res.statusCode, res.body).toBe(200);
+      const body = h.json<UploadBody>(res);
+      expect(body.results[0]).toMatchObject({ index: 0, status: 'conflict', resolution: 'server-wins', server_values: { id: String(id), name: 'Web row' } });
+      expect(await h.sql(`SELECT name FROM clinic_owner WHERE id = $1`, [id])).toEqual([{ name: 'Web row' }]);
+    } finally {
+      await web.end();
+    }
+  });
+});
