@@ -161,6 +161,9 @@ export async function runMonitor(options: MonitorOptions): Promise<MonitorSummar
         checkSameDatabase(options.dbPath, opened);
         const result = await current.engine.runCycle(signal);
         failures = 0;
+        // A cycle that worked proves the restored file good: a later corruption is a new one, restored
+        // again. Only restores in a row (a backup that fails too) stop the monitor.
+        recoveries = 0;
         summary.cycles += 1;
         summary.pushed += result.pushed;
         summary.pulled += result.pulled;

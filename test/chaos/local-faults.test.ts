@@ -412,7 +412,7 @@ print("committed", flush=True)
     expect(await monitor.exited).toBe(0);
     // Waited out, not surfaced: no failed cycle, no warning or error on the terminal. Past the busy
     // timeout the cycle fails as busy and is retried; nothing else.
-    const failed = monitor.stdout().split('\n').filter((l) => / failed /.test(l));
+    const failed = monitor.stdout().split('\n').filter((l) => /^\d\d:\d\d:\d\d +\w+ +failed /.test(l));
     if (HOLD_PAST_TIMEOUT < 0) expect(failed, `seed ${SEED}`).toEqual([]);
     else expect(failed.filter((l) => !/ failed (SQLITE_BUSY|EPS_DB_BUSY): /.test(l)), `seed ${SEED}`).toEqual([]);
     const warned = monitor.stderr().split('\n').filter((l) => l !== '' && !/^warn: SIGTERM received/.test(l));
