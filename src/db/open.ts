@@ -24,15 +24,35 @@ export function openDatabase(path: string, options: OpenDatabaseOptions = {}): S
   const role = options.role ?? { noun: 'Database', key: 'database.path' };
   const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
   inspectDatabaseFile(path, role);
+  const readonly = (options.mode ?? 'read') === 'read';
   let db: SqliteDatabase | undefined;
   try {
-    db = new Database(path, { readonly: (options.mode ?? 'read') === 'read', fileMustExist: true, timeout: busyTimeoutMs });
+    db = openChecked(path, readonly, busyTimeoutMs);
+    return db;
+  } catch (error) {
+    db?.close();
+    if (!readonly || sqliteCode(error) !== 'SQLITE_READONLY_ROLLBACK') throw toLocalDatabaseError(error, path, { noun: role.noun, busyTimeoutMs, action: 'open' });
+  }
+  // A writer killed mid-transaction (a crash, a power cut) left a hot journal, which a read-only
+  // connection cannot roll back. A read-write open rolls it back, as the desktop app's next open
+  // would: the file returns to its last committed state, nothing committed is touched.
+  try {
+    openChecked(path, false, busyTimeoutMs).close();
+    return openChecked(path, true, busyTimeoutMs);
+  } catch (error) {
+    throw toLocalDatabaseError(error, path, { noun: role.noun, busyTimeoutMs, action: 'open' });
+  }
+}
+
+function openChecked(path: string, readonly: boolean, busyTimeoutMs: number): SqliteDatabase {
+  const db = new Database(path, { readonly, fileMustExist: true, timeout: busyTimeoutMs });
+  try {
     // better-sqlite3 opens lazily: reading the schema is what surfaces a bad header, corruption or a lock.
     db.prepare('SELECT count(*) FROM sqlite_schema').get();
     return db;
   } catch (error) {
-    db?.close();
-    throw toLocalDatabaseError(error, path, { noun: role.noun, busyTimeoutMs, action: 'open' });
+    db.close();
+    throw error;
   }
 }
 

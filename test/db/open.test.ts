@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -88,6 +89,32 @@ describe('db/open', () => {
       const again = new Database(path, { readonly: true });
       expect(again.pragma('journal_mode', { simple: true })).toBe(mode);
       again.close();
+    }
+  });
+
+  it('rolls back a transaction a killed writer left in a hot journal, then opens read-only', () => {
+    // Found by the crash chaos test: migrate SIGKILLed mid-write, and every later read-only open failed with SQLITE_READONLY_ROLLBACK.
+    const dir = tempDir();
+    const path = join(dir, 'db.sqlite3');
+    const setup = new Database(path);
+    setup.exec(`CREATE TABLE t (id integer PRIMARY KEY, v blob); INSERT INTO t (v) VALUES (x'01')`);
+    setup.close();
+    const killed = spawnSync('python3', ['-c', `
+import os, sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA cache_size = 10")
+con.execute("BEGIN")
+con.executemany("INSERT INTO t (v) VALUES (randomblob(4000))", [()] * 500)
+os.kill(os.getpid(), 9)
+`, path]);
+    expect(killed.signal).toBe('SIGKILL');
+    expect(readFileSync(`${path}-journal`).length).toBeGreaterThan(0);
+    const db = openDatabase(path);
+    try {
+      expect(db.readonly).toBe(true);
+      expect(db.prepare('SELECT count(*) AS n FROM t').get()).toEqual({ n: 1 });
+    } finally {
+      db.close();
     }
   });
 
