@@ -333,6 +333,7 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
       mark: (db.prepare(`SELECT coalesce(max(seq), 0) AS s FROM main.${quote(`${INTERNAL_PREFIX}changelog`)}`).safeIntegers(false).get() as { s: number }).s,
       captured: new Set(captured.map((t) => t.name)),
       sums: new Map(),
+      remote: new Map(),
     };
 
     const rejects = options.rejectFile ? new RejectLog(options.rejectFile, false) : null;
@@ -346,6 +347,12 @@ export async function runMigrate(deps: MigrateDeps, options: MigrateOptions): Pr
             st.migrate = current;
           });
         });
+        if (!replace) {
+          // The table's rows are all in now: the server computes its checksum while the next table loads.
+          const asked = remoteChecksum(client, p.remote.name, p.mapping.columns.map((c) => c.name), { signal: deps.signal });
+          asked.catch(() => {});
+          untouched.remote.set(p.remote.name, asked);
+        }
       }
     } finally {
       rejects?.close();
@@ -523,7 +530,7 @@ function audit(db: SqliteDatabase, p: Planned, convert: ConvertOptions, signal: 
         note(c.problem.column, c.problem.kind, true, c.problem.pk, c.problem);
         continue;
       }
-      bytes += JSON.stringify(c.values).length + 1;
+      bytes += wireBytes(c.values) + 1;
       for (const n of c.notes) note(n.column, n.note, false, pkFromValues(p.mapping, c.values));
     }
   }
@@ -787,6 +794,8 @@ interface LoadChecksums {
   captured: Set<string>;
   /** Per remote table, the checksum of every row loaded by this run (only for tables loaded whole). */
   sums: Map<string, TableChecksum>;
+  /** Per remote table, the server's checksum asked for as soon as its load ended (not for a replace, whose rows are only staged). */
+  remote: Map<string, ReturnType<typeof remoteChecksum>>;
 }
 
 /** Appends rows that cannot be sent to an NDJSON file, once per (table, key), fsynced before the rows after them go out. */
@@ -884,7 +893,7 @@ async function verifyAll(db: SqliteDatabase, client: RemoteDatabaseClient, plann
     planned
       .filter((p) => p.report.action !== 'missing-remotely')
       .map((p) => {
-        const asked = remoteChecksum(client, p.remote.name, p.mapping.columns.map((c) => c.name), { signal });
+        const asked = loaded?.remote.get(p.remote.name) ?? remoteChecksum(client, p.remote.name, p.mapping.columns.map((c) => c.name), { signal });
         asked.catch(() => {});
         return [p, asked] as const;
       }),
