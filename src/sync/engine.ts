@@ -133,6 +133,8 @@ type Row = Record<string, SqliteValue>;
 const INT_KINDS = new Set(['int2', 'int4', 'int8']);
 const SCOPE_REFRESH_MS = 10 * 60_000;
 const CHANGELOG = `${INTERNAL_PREFIX}changelog`;
+/** Rows read per read transaction while the next batch is read ahead (the upload's answer is taken between slices). */
+const PREBUILD_SLICE = 500;
 const SNAPSHOT_STAGE = `temp.${INTERNAL_PREFIX}snapshot_stage`;
 
 /** Runs sync cycles for one desktop database against one server. */
@@ -509,15 +511,23 @@ export class SyncEngine {
   private async prebuild(limit: number, after: number, skip: Set<string>, signal: AbortSignal | undefined): Promise<Prebuilt | undefined> {
     // Let the upload reach the socket first.
     await new Promise((resolve) => setImmediate(resolve));
-    const head = this.readHead(limit, after, skip);
+    // Each slice is one read transaction: outside one, every row read takes and drops SQLite's
+    // file lock (and, with a rollback journal, re-validates its page cache), which cost more than the read.
+    const head = this.db.transaction(() => this.readHead(limit, after, skip))();
     if (!head || head.rows.length === 0) return undefined;
     const changes: Array<{ change: UploadChange; plan: PlanEntry }> = [];
-    for (let i = 0; i < head.rows.length; i += 1) {
-      if (i % 250 === 249) await new Promise((resolve) => setImmediate(resolve));
+    for (let start = 0; start < head.rows.length; start += PREBUILD_SLICE) {
+      if (start > 0) await new Promise((resolve) => setImmediate(resolve));
       if (signal?.aborted) return undefined;
-      const planned = this.planChange(head.rows[i]!);
-      if (!planned.ok) return undefined;
-      changes.push({ change: planned.change, plan: head.rows[i]! });
+      const refused = this.db.transaction((): boolean => {
+        for (const entry of head.rows.slice(start, start + PREBUILD_SLICE)) {
+          const planned = this.planChange(entry);
+          if (!planned.ok) return true;
+          changes.push({ change: planned.change, plan: entry });
+        }
+        return false;
+      })();
+      if (refused) return undefined;
     }
     return { ...this.orderBatch(changes), headEnd: head.headEnd };
   }
