@@ -281,6 +281,7 @@ describe('PostgreSQL restarts', () => {
         await new Promise((r) => setTimeout(r, 1500 + rand() * 2500));
         const mode = i === 0 ? 'fast' : rand() < 0.5 ? 'fast' : 'immediate';
         const stderrBefore = monitor.stderr().length;
+        const stdoutBefore = monitor.stdout().length;
         await cluster.stop(mode);
         restarts[mode] += 1;
         const down = Date.now();
@@ -289,7 +290,7 @@ describe('PostgreSQL restarts', () => {
         const downFor = i === LONG_OUTAGE ? 28_000 : 2000 + rand() * 3000;
         await new Promise((r) => setTimeout(r, Math.max(0, downFor - (Date.now() - down))));
         // The monitor said what is wrong and is still running.
-        await until(() => /DATABASE_UNAVAILABLE|PostgreSQL/.test(monitor.stderr().slice(stderrBefore) + monitor.stdout()), 15_000, () => monitor.stdout() + monitor.stderr());
+        await until(() => /DATABASE_UNAVAILABLE|PostgreSQL/.test(monitor.stderr().slice(stderrBefore) + monitor.stdout().slice(stdoutBefore)), 15_000, () => monitor.stdout() + monitor.stderr());
         expect(monitor.child.exitCode, `seed ${SEED}: the monitor exited while PostgreSQL was down`).toBeNull();
         await cluster.start();
         const back = Date.now();
