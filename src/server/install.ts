@@ -113,13 +113,26 @@ export interface InstallResult {
 /**
  * Installs the `epetsync` schema and a capture trigger on every synced table, idempotently, in one
  * transaction under an advisory lock (two servers starting together must not race). `extra` runs
- * inside the same transaction (the auth schema).
+ * inside the same transaction (the auth schema). Run again when PostgreSQL aborts it to break a
+ * deadlock with the web app's writes (the triggers lock each table in turn): nothing of it applied.
  */
 export async function installChangeCapture(
   db: SqlDatabase,
   schema: SyncSchema,
   extra?: (tx: SqlExecutor) => Promise<void>,
 ): Promise<InstallResult> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await installOnce(db, schema, extra);
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (attempt >= 5 || (code !== '40P01' && code !== '40001')) throw error;
+      await new Promise((r) => setTimeout(r, 50 * attempt + Math.floor(Math.random() * 100)));
+    }
+  }
+}
+
+async function installOnce(db: SqlDatabase, schema: SyncSchema, extra?: (tx: SqlExecutor) => Promise<void>): Promise<InstallResult> {
   return db.transaction(async (tx) => {
     await tx.query(`SELECT pg_advisory_xact_lock(hashtext('epetsync.install'))`);
     for (const statement of splitStatements(SCHEMA_SQL)) await tx.query(statement);
