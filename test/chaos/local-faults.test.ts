@@ -270,11 +270,13 @@ function pendingLocal(path: string): number {
 }
 
 /** Compares both sides row for row; `expected` tags must be on both, nothing may appear twice. */
-function compare(local: OwnerRow[], remote: OwnerRow[], expected: Iterable<string>): { equal: boolean; lost: string[]; duplicated: string[] } {
+function compare(local: OwnerRow[], remote: OwnerRow[], expected: Iterable<string>): { equal: boolean; lost: string[]; duplicated: string[]; onlyLocal: string[]; onlyRemote: string[] } {
   const key = (r: OwnerRow): string => JSON.stringify(r);
   const l = new Set(local.map(key));
   const r = new Set(remote.map(key));
   const equal = local.length === remote.length && [...l].every((k) => r.has(k));
+  const onlyLocal = [...l].filter((k) => !r.has(k)).slice(0, 10);
+  const onlyRemote = [...r].filter((k) => !l.has(k)).slice(0, 10);
   const lost: string[] = [];
   const duplicated: string[] = [];
   for (const [side, rows] of [['desktop', local], ['web', remote]] as const) {
@@ -283,11 +285,11 @@ function compare(local: OwnerRow[], remote: OwnerRow[], expected: Iterable<strin
     for (const [name, n] of names) if (n > 1) duplicated.push(`${name} ×${n} on the ${side}`);
     for (const tag of expected) if (!names.has(tag)) lost.push(`${tag} missing on the ${side}`);
   }
-  return { equal, lost, duplicated };
+  return { equal, lost, duplicated, onlyLocal, onlyRemote };
 }
 
 /** Waits until both sides are equal row for row and hold every expected tag; returns the final comparison. */
-async function converge(dbPath: string, expected: () => Iterable<string>, describe: () => string): Promise<{ equal: boolean; lost: string[]; duplicated: string[] }> {
+async function converge(dbPath: string, expected: () => Iterable<string>, describe: () => string): Promise<ReturnType<typeof compare>> {
   let last = compare([], [], []);
   await until(async () => {
     last = compare(localOwners(dbPath), await remoteOwners(), expected());
