@@ -485,23 +485,33 @@ for line in sys.stdin:
   };
 }
 
-/** Starts the web writer: a PostgreSQL connection of its own, as the Django web app has. */
-export async function startWebWriter(pgUrl: string): Promise<{ exec: Executor; close(): Promise<void> }> {
+/**
+ * Starts the web writer: a PostgreSQL connection of its own, as the Django web app has. A
+ * transaction PostgreSQL picks as a deadlock victim (against the server applying an upload) is run
+ * again, as a web app must; {@link deadlocks} counts them for the figures.
+ */
+export async function startWebWriter(pgUrl: string): Promise<{ exec: Executor; deadlocks(): number; close(): Promise<void> }> {
   const client = new pg.Client({ connectionString: pgUrl, application_name: 'chaos-web-app' });
   await client.connect();
+  let deadlocks = 0;
   return {
     async exec(statements) {
-      await client.query('BEGIN');
-      try {
-        let changed = 0;
-        for (const [sql, params] of statements) changed += (await client.query(sql, params)).rowCount ?? 0;
-        await client.query('COMMIT');
-        return changed;
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => {});
-        throw error;
+      for (let attempt = 1; ; attempt += 1) {
+        await client.query('BEGIN');
+        try {
+          let changed = 0;
+          for (const [sql, params] of statements) changed += (await client.query(sql, params)).rowCount ?? 0;
+          await client.query('COMMIT');
+          return changed;
+        } catch (error) {
+          await client.query('ROLLBACK').catch(() => {});
+          const code = (error as { code?: unknown }).code;
+          if ((code !== '40P01' && code !== '40001') || attempt >= 5) throw error;
+          deadlocks += 1;
+        }
       }
     },
+    deadlocks: () => deadlocks,
     close: () => client.end(),
   };
 }

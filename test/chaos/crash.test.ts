@@ -24,6 +24,7 @@ import {
   startChaosBed,
   startDesktopWriter,
   startWebWriter,
+  until,
   waitForConvergence,
   type ChaosBed,
 } from './bed.js';
@@ -51,12 +52,13 @@ async function contents(url: string): Promise<Record<string, string>> {
 }
 
 /** Starts the two writers and their workloads on a bed. */
-async function startWriters(bed: ChaosBed, seed: number): Promise<{ workloads: ClinicWorkload[]; close(): Promise<void> }> {
+async function startWriters(bed: ChaosBed, seed: number): Promise<{ workloads: ClinicWorkload[]; deadlocks(): number; close(): Promise<void> }> {
   const desktopWriter = startDesktopWriter(bed.dbPath, join(bed.dir, 'desktop-writer.err'));
   const webWriter = await startWebWriter(bed.pg.url);
   const tag = String(seed % 100_000);
   return {
     workloads: [new ClinicWorkload('desktop', tag, prng(seed + 10), desktopWriter.exec), new ClinicWorkload('web', tag, prng(seed + 20), webWriter.exec)],
+    deadlocks: webWriter.deadlocks,
     async close() {
       await desktopWriter.close();
       await webWriter.close();
@@ -154,6 +156,8 @@ describe('chaos: crashes', () => {
       }
       stop = true;
       await writing;
+      // The last start must get through its first cycle: the convergence below is its work.
+      await until(() => monitor.done() || /\d\d:\d\d:\d\d\s+start\s+pushed/.test(monitor.stdout()), 60_000);
       const { converged, comparison, waitedMs } = await waitForConvergence(bed, writers.workloads, scaled(60_000, 120_000));
       expect(monitor.done(), `the monitor ended (${monitor.ending()}), ${replay}:\n${monitor.output()}`).toBe(false);
       expect(converged, `not converged after ${waitedMs} ms (${bed.pending()} pending), ${replay}: ${comparison.problems.join('\n')}\n${monitor.output().slice(-3000)}`).toBe(true);
@@ -168,7 +172,12 @@ describe('chaos: crashes', () => {
         kills: { monitor: kills },
         restarts: { monitor: kills },
         rows: { desktop_written: desktop.written, web_written: web.written, lost: final.lost, duplicated: final.duplicated },
-        checks: { 'differing rows': final.differing, 'rows on each side at the end': final.desktopRows, 'seconds to converge after the last restart': Math.round(waitedMs / 100) / 10 },
+        checks: {
+          'differing rows': final.differing,
+          'rows on each side at the end': final.desktopRows,
+          'seconds to converge after the last restart': Math.round(waitedMs / 100) / 10,
+          'web transactions retried after a deadlock': writers.deadlocks(),
+        },
       });
       expect(final, `${replay}: ${final.problems.join('\n')}`).toMatchObject({ lost: 0, duplicated: 0, differing: 0 });
       expect(kills).toBe(target);
@@ -222,7 +231,12 @@ describe('chaos: crashes', () => {
         kills: { serve: kills },
         restarts: { serve: bed.serveStarts() - 1 },
         rows: { desktop_written: desktop.written, web_written: web.written, lost: final.lost, duplicated: final.duplicated },
-        checks: { 'differing rows': final.differing, 'rows on each side at the end': final.desktopRows, 'seconds to converge after the last restart': Math.round(waitedMs / 100) / 10 },
+        checks: {
+          'differing rows': final.differing,
+          'rows on each side at the end': final.desktopRows,
+          'seconds to converge after the last restart': Math.round(waitedMs / 100) / 10,
+          'web transactions retried after a deadlock': writers.deadlocks(),
+        },
       });
       expect(final, `${replay}: ${final.problems.join('\n')}`).toMatchObject({ lost: 0, duplicated: 0, differing: 0 });
       expect(bed.serveStarts()).toBe(target + 1);
