@@ -3,7 +3,7 @@
 // For profiling, not for published runs: EPETSYNC_BENCH_CPU_PROF=<dir> writes a V8 CPU profile of each
 // monitor run there; EPETSYNC_BENCH_BATCH_SIZE=<n> sets the clinic config's sync.batch_size.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -77,6 +77,17 @@ async function startMonitor(config, folder) {
   return { child, out: () => out, stop, started: Date.now() };
 }
 
+/** Returns the CPU seconds (user + system) a live process has used, or 0 when it is gone. */
+function cpuSecondsOf(pid) {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    // utime and stime are fields 14 and 15 of /proc/<pid>/stat, in clock ticks (100 per second on Linux).
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 /** Polls check every 10 ms; resolves with Date.now() when it holds, or null after timeoutMs. */
 async function until(check, timeoutMs) {
   const end = Date.now() + timeoutMs;
@@ -147,12 +158,18 @@ export async function benchSync({ commits, offlineRows, seed, log }) {
       log(`sync: ${offlineRows} rows inserted on the desktop while the monitor is stopped`);
       await writer.write(`bulk ${offlineRows}`);
       monitor = await startMonitor(config, folder);
+      // CPU each part spends on the catch-up (a shared machine's load stretches wall time, not this).
+      const backends = async () => (await pgClient.query(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)).rows.map((r) => r.pid);
+      const serverCpu0 = cpuSecondsOf(server.pid);
+      const pgCpu0 = new Map((await backends()).map((pid) => [pid, cpuSecondsOf(pid)]));
       const arrived = async () => Number((await pgClient.query(`SELECT count(*)::int AS n FROM clinic_owner WHERE email LIKE 'offline-%'`)).rows[0].n);
       // How far it got by the 10 s target, then how long the whole batch takes (bounded).
       await until(async () => (await arrived()) === offlineRows || Date.now() - monitor.started >= 10_000, 15_000);
       const arrivedAt10s = await arrived();
       const converged = await until(async () => (await arrived()) === offlineRows, 300_000);
       const arrivedAtEnd = await arrived();
+      const pgCpu = (await backends()).reduce((sum, pid) => sum + cpuSecondsOf(pid) - (pgCpu0.get(pid) ?? 0), 0);
+      log(`sync: catch-up CPU seconds: monitor ${cpuSecondsOf(monitor.child.pid).toFixed(1)} (start-up included), server ${(cpuSecondsOf(server.pid) - serverCpu0).toFixed(1)}, PostgreSQL backends of the server ${pgCpu.toFixed(1)}`);
       if (converged === null) log(`monitor output at give-up (last 20 lines):\n${monitor.out().trim().split('\n').slice(-20).join('\n')}`);
       const catchUpRss = peakRssOf(monitor.child.pid);
       return {
