@@ -485,15 +485,23 @@ for line in sys.stdin:
   };
 }
 
+/** Web transactions run again, by cause. */
+export interface WebRetries {
+  /** PostgreSQL aborted the transaction to break a deadlock (against the server applying an upload). */
+  deadlock: number;
+  /** An insert's id from the web app's sequence was taken meanwhile by a row the desktop uploaded (the server moves the sequence past uploaded ids only at the end of the upload's transaction). */
+  duplicateKey: number;
+}
+
 /**
  * Starts the web writer: a PostgreSQL connection of its own, as the Django web app has. A
- * transaction PostgreSQL picks as a deadlock victim (against the server applying an upload) is run
- * again, as a web app must; {@link deadlocks} counts them for the figures.
+ * transaction refused for a reason a web app retries (a deadlock victim, or an insert whose
+ * sequence id an upload took meanwhile) is run again and counted in {@link retries}.
  */
-export async function startWebWriter(pgUrl: string): Promise<{ exec: Executor; deadlocks(): number; close(): Promise<void> }> {
+export async function startWebWriter(pgUrl: string): Promise<{ exec: Executor; retries(): WebRetries; close(): Promise<void> }> {
   const client = new pg.Client({ connectionString: pgUrl, application_name: 'chaos-web-app' });
   await client.connect();
-  let deadlocks = 0;
+  const retries: WebRetries = { deadlock: 0, duplicateKey: 0 };
   return {
     async exec(statements) {
       for (let attempt = 1; ; attempt += 1) {
@@ -505,13 +513,15 @@ export async function startWebWriter(pgUrl: string): Promise<{ exec: Executor; d
           return changed;
         } catch (error) {
           await client.query('ROLLBACK').catch(() => {});
-          const code = (error as { code?: unknown }).code;
-          if ((code !== '40P01' && code !== '40001') || attempt >= 5) throw error;
-          deadlocks += 1;
+          const { code, constraint } = error as { code?: unknown; constraint?: unknown };
+          const insert = statements.every(([sql]) => sql.startsWith('INSERT'));
+          if (attempt < 5 && (code === '40P01' || code === '40001')) retries.deadlock += 1;
+          else if (attempt < 5 && code === '23505' && insert && typeof constraint === 'string' && constraint.endsWith('_pkey')) retries.duplicateKey += 1;
+          else throw error;
         }
       }
     },
-    deadlocks: () => deadlocks,
+    retries: () => ({ ...retries }),
     close: () => client.end(),
   };
 }

@@ -117,7 +117,8 @@ describe('chaos: network faults', () => {
           'connections reset': bed.proxy.resetsFired(),
           'proxy connections': bed.proxy.connections(),
           'seconds to converge after the faults': Math.round(waitedMs / 100) / 10,
-          'web transactions retried after a deadlock': webWriter.deadlocks(),
+          'web transactions retried after a deadlock': webWriter.retries().deadlock,
+          'web inserts retried: id taken by an upload': webWriter.retries().duplicateKey,
         },
       });
       expect(final, `${replay}: ${final.problems.join('\n')}`).toMatchObject({ lost: 0, duplicated: 0, differing: 0 });
