@@ -846,7 +846,14 @@ export class SyncEngine {
     } finally {
       this.replaying = false;
     }
-    if (!signal?.aborted) writeMeta(this.db, META_RESTORED, null);
+    if (signal?.aborted) return;
+    // A batch the backup still held is stale now: what it carried is on the server (and was just
+    // replayed) or still queued (and goes in a fresh batch). Resent, its old answer would be
+    // settled again over the replayed rows (a collision moving the web app's row, say).
+    this.db.transaction(() => {
+      this.db.prepare(`DELETE FROM ${OUTBOX}`).run();
+      writeMeta(this.db, META_RESTORED, null);
+    })();
     this.logger?.info({ pulled: result.pulled, conflicts: result.conflicts }, 'replayed the feed into the database restored from a backup');
   }
 
