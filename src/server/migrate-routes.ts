@@ -122,6 +122,19 @@ const SCHEMA_BODY = {
   },
 } as const;
 
+/**
+ * Maps PostgreSQL refusing a table definition that passed the checks (a foreign key between columns
+ * of different types or to columns without a unique key, a precision over 1000) to 400 BAD_REQUEST
+ * naming why; anything else (a lost connection, no permission to create) is rethrown as it is.
+ */
+function definitionRefusal(error: unknown): unknown {
+  const e = error as { code?: unknown; message?: unknown };
+  const code = typeof e.code === 'string' ? e.code : '';
+  if (error instanceof HttpError || !/^(22|42)/.test(code) || code === '42501') return error;
+  const message = String(e.message).slice(0, 300);
+  return new HttpError('BAD_REQUEST', `PostgreSQL refused the table definition: ${message}`, { sqlstate: code, problems: [{ path: 'body/tables', message }] });
+}
+
 /** Registers the migrate-support routes under `/api/database/migrate/` (every one needs a sync token). */
 export async function migrateRoutes(app: FastifyInstance, options: MigrateRoutesOptions): Promise<void> {
   const { db, requireSync } = options;
@@ -272,6 +285,8 @@ export async function migrateRoutes(app: FastifyInstance, options: MigrateRoutes
         statements.push(fk);
       }
       return specs.map((t) => t.name);
+    }).catch((error: unknown) => {
+      throw definitionRefusal(error);
     });
     request.log.info({ tables: created }, 'migrate created tables');
     await options.refreshSchema?.();
