@@ -608,6 +608,43 @@ describe('hostile requests to epetsync serve (chaos part 5)', () => {
     }), { seed: SEED + 11, numRuns: scaled(2, 12) });
   });
 
+  it('refuses injected names and bad definitions on the migrate-support routes', async () => {
+    const real = names();
+    const bad = (): fc.Arbitrary<string> => hostileName(tableSet(), real);
+    const column = (over: Partial<Record<string, unknown>> = {}): Record<string, unknown> => ({ name: 'id', type: 'bigint', not_null: true, default: null, identity: false, non_negative: false, ...over });
+    const table = (over: Partial<Record<string, unknown>> = {}): Record<string, unknown> => ({ name: 'fuzz_new_table', columns: [column()], primary_key: ['id'], unique: [], foreign_keys: [], ...over });
+    // Each definition carries a defect: a type or default outside the mapping, a type PostgreSQL refuses, a key or reference that cannot hold.
+    const badDefinition = fc.oneof(
+      fc.constantFrom('bigint; DROP TABLE clinic_owner', 'text) ; DROP TABLE clinic_pet; --', "varchar(10)'", 'integer[]', 'serial', 'text COLLATE "C"', 'money', 'BIGINT').map((type) => table({ columns: [column(), column({ name: 'x', type, not_null: false })] })),
+      fc.constantFrom("'a'); DROP TABLE clinic_owner; --", 'now()', "1; DROP TABLE clinic_owner", "'x'::regclass", '(SELECT 1)', "E'\\x'", 'nextval(\'x\')').map((d) => table({ columns: [column(), column({ name: 'x', type: 'text', not_null: false, default: d })] })),
+      fc.constantFrom('numeric(9999, 0)', 'numeric(0, 0)', 'character varying(99999999)', 'character(0)', 'character varying(0)').map((type) => table({ columns: [column(), column({ name: 'x', type, not_null: false })] })),
+      bad().map((ref) => table({ columns: [column(), column({ name: 'pet', type: 'bigint', not_null: false })], foreign_keys: [{ columns: ['pet'], references: ref, referenced_columns: ['id'], on_delete: 'NO ACTION' }] })),
+      fc.constant(table({ columns: [column(), column({ name: 'pet_name', type: 'text', not_null: false })], foreign_keys: [{ columns: ['pet_name'], references: 'clinic_pet', referenced_columns: ['name'], on_delete: 'NO ACTION' }] })),
+      fc.constant(table({ columns: [column(), column({ name: 'pet', type: 'text', not_null: false })], foreign_keys: [{ columns: ['pet'], references: 'clinic_pet', referenced_columns: ['id'], on_delete: 'NO ACTION' }] })),
+      fc.constantFrom('DROP', 'CASCADE; DROP TABLE x', 'no action', '').map((on) => table({ columns: [column(), column({ name: 'pet', type: 'bigint', not_null: false })], foreign_keys: [{ columns: ['pet'], references: 'clinic_pet', referenced_columns: ['id'], on_delete: on }] })),
+      fc.constant(table({ primary_key: ['nope'] })),
+      fc.constant(table({ name: 'clinic_pet' })),
+      fc.constant(table({ columns: [column(), column()] })),
+      fc.constant(table({ columns: [column({ identity: true, type: 'text' })] })),
+    );
+    const request = fc.oneof(
+      fc.tuple(fc.subarray(real, { maxLength: 2 }), bad(), fc.constantFrom('counts', 'finish', 'sequences')).map(([ok, b, route]) => ({ route, body: { tables: [...ok, b] } })),
+      bad().map((b) => ({ route: 'checksum', body: { table: b } })),
+      hostileName(new Set(['id', 'note']), ['id', 'note']).map((c) => ({ route: 'checksum', body: { table: 'clinic_visit', columns: ['id', c] } })),
+      bad().map((b) => ({ route: 'rows', body: { table: b } })),
+      fc.oneof(fc.string({ unit: 'binary', maxLength: 30 }), fc.constantFrom('1e3', '', ' 1x', '99999999999999999999', "1' OR '1'='1", '\u0000', 'NaN')).filter((a) => !/^\s*[+-]?\d{1,10}\s*$/.test(a)).map((a) => ({ route: 'rows', body: { table: 'clinic_visit', after: [a] } })),
+      fc.tuple(bad(), fc.integer({ min: 1, max: 5 })).map(([b, count]) => ({ route: 'ids', body: { table: b, count } })),
+      fc.constantFrom(0, -1, 1001, 1.5).map((count) => ({ route: 'ids', body: { table: 'clinic_pet', count } })),
+      fc.tuple(goodId, fc.subarray(real, { maxLength: 2 }), bad()).map(([load, ok, b]) => ({ route: 'replace', body: { load_id: load, tables: [...ok, b] } })),
+      fc.array(badDefinition, { minLength: 1, maxLength: 2 }).map((tables) => ({ route: 'schema', body: { tables: tables.map((t, i) => ({ ...t, name: i === 0 ? t.name : `${String(t.name)}_${i}` })) } })),
+    );
+    await fc.assert(fc.asyncProperty(request, async ({ route, body }) => {
+      const path = route === 'ids' ? '/api/database/ids/' : `/api/database/migrate/${route}/`;
+      const text = JSON.stringify(body);
+      await expectRefused('migrate routes: injected names and definitions', { method: 'POST', path, headers: json(), body: text, note: text.slice(0, 400) });
+    }), { seed: SEED + 12, numRuns: scaled(6, 300) });
+  });
+
   // Fixed cases for what this fuzzing found; they run in the short version every time.
   it('regression: a corrupt gzip body on a route that answers before reading it does not end the server', async () => {
     const corrupt = Buffer.concat([Buffer.from([0x1f, 0x8b, 8, 0]), Buffer.from('not deflate data at all, not at all')]);
@@ -626,6 +663,15 @@ describe('hostile requests to epetsync serve (chaos part 5)', () => {
     await expectRefused('regression', { method: 'POST', path: '/api/database/bulk/?table=clinic_pet&load_id=deep-r', headers: { ...auth(), 'content-type': 'application/x-ndjson' }, body: `{"columns":["id","name","notes"]}\n["990003","Deep",${deep}]\n`, note: '3117 levels in a bulk row', codes: ['INVALID_VALUE'] });
     // 256 levels are still a value: the batch gets as far as its poison (a NOT NULL violation).
     await expectRefused('regression', { ...uploadRequest(`{"batch_id":"deep-s","changes":[{"table":"clinic_pet","op":"upsert","pk":{"id":"2"},"values":{"id":"2","notes":${nestedJson(255, 'array')}}},${poison}]}`, '256 levels in clinic_pet.notes'), codes: ['CONSTRAINT_VIOLATION'] });
+  });
+
+  it('regression: a table definition PostgreSQL refuses (foreign key of another type, numeric precision) is 400, nothing created', async () => {
+    const col = (name: string, type: string, notNull = false): Record<string, unknown> => ({ name, type, not_null: notNull, default: null, identity: false, non_negative: false });
+    const fkOfAnotherType = { tables: [{ name: 'fuzz_fk_type', columns: [col('id', 'bigint', true), col('pet', 'text')], primary_key: ['id'], unique: [], foreign_keys: [{ columns: ['pet'], references: 'clinic_pet', referenced_columns: ['id'], on_delete: 'NO ACTION' }] }] };
+    const precision = { tables: [{ name: 'fuzz_precision', columns: [col('id', 'bigint', true), col('amount', 'numeric(9999, 0)')], primary_key: ['id'], unique: [], foreign_keys: [] }] };
+    for (const body of [fkOfAnotherType, precision]) {
+      await expectRefused('regression', { method: 'POST', path: '/api/database/migrate/schema/', headers: json(), body: JSON.stringify(body), note: JSON.stringify(body).slice(0, 300), codes: ['BAD_REQUEST'] });
+    }
   });
 
   it('regression: a query string over the 16 KiB header limit gets the documented error shape (431 HEADERS_TOO_LARGE)', async () => {
@@ -683,5 +729,7 @@ async function buildChecksumSql(url: string): Promise<string> {
       : `(SELECT '${r.schema}.${r.name}=' || count(*) || ':' || md5(coalesce(string_agg(t::text, ',' ORDER BY t::text COLLATE "C"), '')) FROM ONLY ${q(r.schema)}.${q(r.name)} t)`,
   );
   expect(rels.some((r) => r.schema === 'epetsync' && r.name === 'changelog')).toBe(true);
+  // Every relation by name and kind: a table created or dropped (staging, DDL, injection) shows here.
+  parts.push(`(SELECT string_agg(n.nspname || '.' || c.relname || ':' || c.relkind::text, ',' ORDER BY n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%')`);
   return `SELECT concat_ws('|', ${parts.join(', ')}) AS sum`;
 }
