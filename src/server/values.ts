@@ -182,7 +182,10 @@ export function fromWire(kind: ValueKind, value: unknown): Decoded {
     case 'json':
       // Checked before anything recursive touches the value: JSON.stringify, the batch hash and
       // PostgreSQL's own parser all recurse, and a few thousand levels exhaust the stack.
-      if (jsonDepthExceeds(value, MAX_JSON_DEPTH)) return { ok: false, reason: `a JSON value may be nested at most ${MAX_JSON_DEPTH} levels deep` };
+      {
+        const problem = jsonProblem(value, MAX_JSON_DEPTH);
+        if (problem) return { ok: false, reason: problem };
+      }
       return { ok: true, param: JSON.stringify(value) };
     default:
       if (typeof value === 'string') {
@@ -197,18 +200,30 @@ export function fromWire(kind: ValueKind, value: unknown): Decoded {
 /** Caps how deeply a json/jsonb value from the network may nest (docs/protocol.md, values on the wire). */
 export const MAX_JSON_DEPTH = 256;
 
-/** Returns true when a parsed JSON value nests arrays or objects deeper than `max` levels (iterative: any depth is safe to check). */
-export function jsonDepthExceeds(value: unknown, max: number): boolean {
+// NUL, and a UTF-16 surrogate without its pair: JSON.stringify writes them as \u escapes that jsonb refuses.
+const NOT_STORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Returns why a parsed JSON value cannot be stored, or undefined: nested deeper than `max` levels,
+ * or a string (value or key) holding NUL or a lone surrogate. Iterative, so any depth is safe to check.
+ */
+export function jsonProblem(value: unknown, max: number): string | undefined {
   const stack: Array<[unknown, number]> = [[value, 0]];
   while (stack.length > 0) {
     const [v, depth] = stack.pop()!;
+    if (typeof v === 'string') {
+      if (NOT_STORABLE.test(v)) return 'a JSON string may not contain the NUL character or a lone surrogate';
+      continue;
+    }
     if (v === null || typeof v !== 'object') continue;
-    if (depth + 1 > max) return true;
-    for (const child of Array.isArray(v) ? v : Object.values(v as Record<string, unknown>)) {
-      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+    if (depth + 1 > max) return `a JSON value may be nested at most ${max} levels deep`;
+    if (Array.isArray(v)) {
+      for (const child of v) stack.push([child, depth + 1]);
+    } else {
+      for (const [key, child] of Object.entries(v as Record<string, unknown>)) stack.push([key, depth + 1], [child, depth + 1]);
     }
   }
-  return false;
+  return undefined;
 }
 
 function describe(value: unknown): string {
