@@ -97,6 +97,8 @@ function fromEpetsync(row: { username: string; password_hash: string; is_active:
 
 /** Finds an account by username in the given source (exact match, as Django's login does). */
 export async function findAccount(db: SqlExecutor, source: AccountSource, username: string): Promise<StoredAccount | undefined> {
+  // PostgreSQL text cannot hold NUL (the query would fail): no account has such a name.
+  if (username.includes('\u0000')) return undefined;
   if (source === 'django') {
     const { rows } = await db.query<DjangoRow>(`SELECT ${DJANGO_COLUMNS} FROM public.auth_user WHERE username = $1`, [username]);
     return rows[0] ? fromDjango(rows[0]) : undefined;
