@@ -674,6 +674,18 @@ describe('hostile requests to epetsync serve (chaos part 5)', () => {
     }
   });
 
+  it('regression: a NUL in a login name is a wrong login (401), not a failed query (500)', async () => {
+    for (const path of ['/api/auth/token/', '/api-token-auth/']) {
+      await expectRefused('regression', { method: 'POST', path, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: `${SYNC_USER}\u0000`, password: 'x' }), note: 'a NUL in the username', codes: ['INVALID_CREDENTIALS', 'RATE_LIMITED'] });
+    }
+  });
+
+  it('regression: a NUL inside a jsonb value of a conflicting change is refused whole', async () => {
+    // Pet 1 was changed by the web app after c1.0.0: this change conflicts, and both versions would be recorded.
+    const body = JSON.stringify({ batch_id: 'nul-conflict', base_cursor: 'c1.0.0', changes: [{ table: 'clinic_pet', op: 'upsert', pk: { id: '1' }, values: { id: '1', notes: { memo: 'a\u0000b' } } }] });
+    await expectRefused('regression', { ...uploadRequest(body, 'a conflicting change whose jsonb holds a NUL'), codes: ['INVALID_VALUE'] });
+  });
+
   it('regression: a query string over the 16 KiB header limit gets the documented error shape (431 HEADERS_TOO_LARGE)', async () => {
     await expectRefused('regression', { method: 'GET', path: `/api/database/download/?after_table=clinic_visit&after=${enc(nestedJson(20_000, 'object'))}`, headers: auth(), note: 'a 260 KB query string', codes: ['HEADERS_TOO_LARGE'] });
     expect((await fetch(new URL('/healthz', server.url))).status).toBe(200);
