@@ -179,6 +179,7 @@ describe('chaos: crashes', () => {
           'seconds to converge after the last restart': Math.round(waitedMs / 100) / 10,
           'web transactions retried after a deadlock': writers.retries().deadlock,
           'web inserts retried: id taken by an upload': writers.retries().duplicateKey,
+          'web owner deletes refused: a desktop row pointed at the owner': web.refusedDeletes,
         },
       });
       expect(final, `${replay}: ${final.problems.join('\n')}`).toMatchObject({ lost: 0, duplicated: 0, differing: 0 });
@@ -239,6 +240,7 @@ describe('chaos: crashes', () => {
           'seconds to converge after the last restart': Math.round(waitedMs / 100) / 10,
           'web transactions retried after a deadlock': writers.retries().deadlock,
           'web inserts retried: id taken by an upload': writers.retries().duplicateKey,
+          'web owner deletes refused: a desktop row pointed at the owner': web.refusedDeletes,
         },
       });
       expect(final, `${replay}: ${final.problems.join('\n')}`).toMatchObject({ lost: 0, duplicated: 0, differing: 0 });

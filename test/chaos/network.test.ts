@@ -119,6 +119,7 @@ describe('chaos: network faults', () => {
           'seconds to converge after the faults': Math.round(waitedMs / 100) / 10,
           'web transactions retried after a deadlock': webWriter.retries().deadlock,
           'web inserts retried: id taken by an upload': webWriter.retries().duplicateKey,
+          'web owner deletes refused: a desktop row pointed at the owner': web.refusedDeletes,
         },
       });
       expect(final, `${replay}: ${final.problems.join('\n')}`).toMatchObject({ lost: 0, duplicated: 0, differing: 0 });
