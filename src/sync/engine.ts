@@ -120,13 +120,6 @@ interface OutboxRow {
   built?: { batch: UploadBatch; plan: PlanEntry[]; headEnd?: number | undefined } | undefined;
 }
 
-/** A batch read while the previous one was in flight, persisted (or dropped) when that one is settled. */
-interface Prebuilt {
-  batch: UploadBatch;
-  plan: PlanEntry[];
-  /** Last changelog seq of the head window it was read from: the batch after it starts above. */
-  headEnd: number;
-}
 
 type Row = Record<string, SqliteValue>;
 
@@ -348,31 +341,56 @@ export class SyncEngine {
   // ------------------------------------------------------------------ push
 
   private async push(result: CycleResult, signal: AbortSignal | undefined): Promise<void> {
-    // The next batch, already persisted in the transaction that settled the one before it.
-    let carried: OutboxRow | undefined;
+    // A batch the server applied whole, settled while the next one is in flight.
+    let answered: { row: OutboxRow; plan: PlanEntry[]; batch: UploadBatch; answer: UploadResponse } | undefined;
+    // The next batch: read and written to the outbox while the one before it was in flight, not sent yet.
+    let ahead: OutboxRow | undefined;
+    // A batch read ahead was never sent: removing it only leaves its changelog entries queued.
+    const dropAhead = (): void => {
+      if (ahead) this.stmt(`DELETE FROM ${OUTBOX} WHERE seq = ?`).run(ahead.seq);
+      ahead = undefined;
+    };
+    const settleAnswered = async (): Promise<void> => {
+      const a = answered;
+      answered = undefined;
+      if (a) await this.settle(a.row, a.plan, a.batch, a.answer, result, signal);
+    };
     for (;;) {
-      // A stop request ends the push between batches, never inside one; a batch read ahead was never
-      // sent and goes (its changelog entries stay queued).
+      // A stop request ends the push between batches, never inside one.
       if (signal?.aborted) {
-        if (carried) this.stmt(`DELETE FROM ${OUTBOX} WHERE seq = ?`).run(carried.seq);
+        await settleAnswered();
+        dropAhead();
         return;
       }
-      const row = carried ?? this.nextOutbox() ?? this.buildBatch(result);
-      carried = undefined;
+      if (!ahead) await settleAnswered();
+      const row = ahead ?? this.nextOutbox() ?? this.buildBatch(result);
+      ahead = undefined;
       if (!row) return;
       const batch = row.built?.batch ?? (JSON.parse(row.body) as UploadBatch);
       const plan = row.built?.plan ?? (JSON.parse(row.plan) as PlanEntry[]);
       let answer: UploadResponse;
-      let next: Promise<Prebuilt | undefined> | undefined;
+      let reading: Promise<OutboxRow | undefined> | undefined;
+      let settleError: unknown;
       try {
         const sending = this.remote.upload(batch);
-        // While the server applies this batch, read the next one from the rows this one does not
-        // touch; it is written to the outbox only when this one is settled cleanly.
+        // Observed below; this only keeps a failure during the settlement from counting as unhandled.
+        sending.catch(() => {});
+        // While the server applies this batch: settle the previous answer, then read the next batch
+        // from the rows this one does not touch and write it to the outbox (sent only after this one).
+        try {
+          await settleAnswered();
+        } catch (error) {
+          settleError = error;
+        }
         const headEnd = row.built?.headEnd;
-        if (headEnd !== undefined) next = this.prebuild(this.batchLimit(), headEnd, new Set(plan.map((p) => rowKey(p.table, p.pkText))), signal).catch(() => undefined);
+        if (headEnd !== undefined && settleError === undefined) {
+          reading = this.readAhead(this.batchLimit(), headEnd, new Set(plan.map((p) => rowKey(p.table, p.pkText))), signal).catch(() => undefined);
+        }
         answer = await sending;
       } catch (error) {
-        await next;
+        ahead = await reading;
+        dropAhead();
+        if (settleError !== undefined) throw settleError;
         const rebuildable = plan.every((p) => p.seqs.length > 0);
         if (error instanceof RequestRejectedError && (error.wireCode === 'UNKNOWN_TABLE' || error.wireCode === 'UNKNOWN_COLUMN') && !this.rescoped && rebuildable) {
           // The web app migrated under us: rebuild the batch against the server's current scope once before blaming the change.
@@ -392,12 +410,24 @@ export class SyncEngine {
         }
         throw error;
       }
-      const prebuilt = await next;
+      ahead = await reading;
+      if (settleError !== undefined) {
+        // This batch stays in the outbox and is resent (the server replays its answer).
+        dropAhead();
+        throw settleError;
+      }
       this.hooks.afterUpload?.(batch.batch_id);
-      carried = await this.settle(row, plan, batch, answer, result, signal, prebuilt);
       this.splitLimit = undefined;
       this.rescoped = false;
       result.batches += 1;
+      if (ahead && answer.results.every((r) => r.status === 'applied')) {
+        answered = { row, plan, batch, answer };
+        continue;
+      }
+      // Conflicts and collisions move or settle rows: the batch read ahead may no longer be what a
+      // build reads after them, so it goes and the next one is built after the settlement.
+      dropAhead();
+      await this.settle(row, plan, batch, answer, result, signal);
     }
   }
 
@@ -504,11 +534,12 @@ export class SyncEngine {
   }
 
   /**
-   * Reads the batch that follows one in flight: the head window after `after` without the rows of
-   * the batch in flight. Read-only and in slices, so the upload's answer is taken as it arrives;
-   * undefined when a row needs quarantine (a write: left to the next regular build) or nothing is left.
+   * Reads the batch that follows one in flight (the head window after `after`, without the rows of
+   * the batch in flight) and writes it to the outbox, unsent. Read in slices, so the upload's
+   * answer is taken as it arrives; undefined when a row needs quarantine (left to the next regular
+   * build), an entry went meanwhile, or nothing is left.
    */
-  private async prebuild(limit: number, after: number, skip: Set<string>, signal: AbortSignal | undefined): Promise<Prebuilt | undefined> {
+  private async readAhead(limit: number, after: number, skip: Set<string>, signal: AbortSignal | undefined): Promise<OutboxRow | undefined> {
     // Let the upload reach the socket first.
     await new Promise((resolve) => setImmediate(resolve));
     // Each slice is one read transaction: outside one, every row read takes and drops SQLite's
@@ -529,7 +560,13 @@ export class SyncEngine {
       })();
       if (refused) return undefined;
     }
-    return { ...this.orderBatch(changes), headEnd: head.headEnd };
+    const { batch, plan } = this.orderBatch(changes);
+    const seqs = plan.flatMap((p) => p.seqs);
+    const persist = this.db.transaction((): OutboxRow | undefined => {
+      const present = this.stmt(`SELECT count(*) FROM ${CHANGELOG} WHERE seq IN (SELECT value FROM json_each(?))`, { pluck: true, safeIntegers: false }).get(JSON.stringify(seqs)) as number;
+      return present === seqs.length ? this.persistBatch(batch, plan, head.headEnd) : undefined;
+    });
+    return persist.immediate();
   }
 
   private persistBatch(batch: UploadBatch, plan: PlanEntry[], headEnd?: number): OutboxRow {
@@ -655,8 +692,7 @@ export class SyncEngine {
     answer: UploadResponse,
     result: CycleResult,
     signal: AbortSignal | undefined,
-    next?: Prebuilt,
-  ): Promise<OutboxRow | undefined> {
+  ): Promise<void> {
     const conflicts = answer.results.filter((r): r is Extract<UploadResult, { status: 'conflict' }> => r.status === 'conflict');
     // A lost conflict or a collision writes the server's values here: refuse any no honest server sends, before anything is settled (the batch stays in the outbox).
     await this.checkAgainstServer((tables) => {
@@ -667,7 +703,7 @@ export class SyncEngine {
     }, signal);
     const collisions = conflicts.filter((r) => this.isCollision(batch.changes[r.index]!, plan[r.index]!, r.server_values ?? null));
     const ids = await this.allocate(collisions.map((r) => ({ table: batch.changes[r.index]!.table })), signal);
-    const settle = this.db.transaction((): OutboxRow | undefined => {
+    const settle = this.db.transaction(() => {
       const fixups: Array<{ change: UploadChange; plan: PlanEntry }> = [];
       const moved = new Set<number>();
       for (const r of conflicts) {
@@ -741,16 +777,9 @@ export class SyncEngine {
       if (fixups.length > 0) {
         // Sent without a base cursor: the decision is taken, the server must not weigh it again.
         this.persistBatch({ batch_id: this.newBatchId(), changes: fixups.map((f) => f.change) }, fixups.map((f) => f.plan));
-        return undefined;
       }
-      // The batch read meanwhile is still what a build would read now unless this answer moved or
-      // settled rows (conflicts, collisions) or one of its entries went (quarantine, uninstall).
-      if (!next || conflicts.length > 0) return undefined;
-      const seqs = next.plan.flatMap((p) => p.seqs);
-      const present = this.stmt(`SELECT count(*) FROM ${CHANGELOG} WHERE seq IN (SELECT value FROM json_each(?))`, { pluck: true, safeIntegers: false }).get(JSON.stringify(seqs)) as number;
-      return present === seqs.length ? this.persistBatch(next.batch, next.plan, next.headEnd) : undefined;
     });
-    return settle.immediate();
+    settle.immediate();
   }
 
   private isCollision(change: UploadChange, entry: PlanEntry, serverValues: Record<string, unknown> | null): boolean {

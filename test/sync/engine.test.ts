@@ -130,7 +130,7 @@ describe('SyncEngine', () => {
     expect(await e.runCycle()).toMatchObject({ pushed: 0, pulled: 0, batches: 0 });
   });
 
-  it('reads the next batch while one is in flight, writes it to the outbox only with the settlement, and loses no edit made meanwhile', async () => {
+  it('reads the next batch into the outbox while one is in flight, settles each answer while the next batch is in flight, and loses no edit made meanwhile', async () => {
     const outboxAtAnswer: number[] = [];
     const e = engine({
       batchSize: 500,
@@ -145,13 +145,46 @@ describe('SyncEngine', () => {
     await e.prepare();
     desktopWrite(path, [[["WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200) INSERT INTO clinic_owner (name, updated_at) SELECT 'owner ' || i, '2026-11-25 10:00:00' FROM n"]]]);
     const r = await e.runCycle();
-    // Only the batch in flight is in the outbox when its answer arrives: the one read ahead is not yet.
-    expect(outboxAtAnswer).toEqual([1, 1, 1, 1]);
+    // When the answers to batches 1 and 2 arrive, the batch after each is already in the outbox (and the
+    // one before it settled); batch 3 has no batch after it in its window, batch 4 is built afterwards.
+    expect(outboxAtAnswer).toEqual([2, 2, 1, 1]);
     // Row 700 went with the second batch as read, and again with its edit in a fourth.
     expect(r).toMatchObject({ pushed: 1201, batches: 4, pending: 0, quarantined: 0 });
     expect(outboxCount(db)).toBe(0);
     expect(await remote.sql(`SELECT count(*)::int AS n FROM clinic_owner`)).toEqual([{ n: 1200 }]);
     expect(await remote.sql(`SELECT name FROM clinic_owner WHERE id = 700`)).toEqual([{ name: 'edited while batch 1 was in flight' }]);
+  });
+
+  it('drops the batch read ahead, unsent, when the answer before it holds a conflict, and builds it again after the settlement', async () => {
+    let readAhead: string[] = [];
+    let capture = false;
+    const e = engine({
+      batchSize: 500,
+      hooks: {
+        afterUpload: (batchId) => {
+          if (capture) readAhead = (local(`SELECT batch_id FROM _epetsync_outbox ORDER BY seq`) as Array<{ batch_id: string }>).map((b) => b.batch_id).filter((id) => id !== batchId);
+          capture = false;
+        },
+      },
+    });
+    await e.prepare();
+    desktopWrite(path, [[["WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200) INSERT INTO clinic_owner (name, updated_at) SELECT 'owner ' || i, '2026-11-25 10:00:00' FROM n"]]]);
+    expect(await e.runCycle()).toMatchObject({ pushed: 1200, pending: 0 });
+    const sent = async (): Promise<number> => Number((await remote.sql<{ n: string }>(`SELECT count(*)::text AS n FROM epetsync.batches`))[0]!.n);
+    const before = await sent();
+    // Offline, the desktop edits every row; the web app edits row 100 (in the first batch) meanwhile.
+    desktopWrite(path, [[["UPDATE clinic_owner SET name = name || ' (desk)'"]]]);
+    await remote.sql(`UPDATE clinic_owner SET name = 'web edit' WHERE id = 100`);
+    capture = true;
+    const r = await e.runCycle();
+    expect(r).toMatchObject({ pushed: 1200, batches: 3, conflicts: 1, pending: 0 });
+    // Three batches reached the server; the one read ahead while the conflicting answer was on its way never did.
+    expect((await sent()) - before).toBe(3);
+    expect(readAhead).toHaveLength(1);
+    expect(await remote.sql(`SELECT batch_id FROM epetsync.batches WHERE batch_id = $1`, [readAhead[0]])).toEqual([]);
+    expect(outboxCount(db)).toBe(0);
+    expect(await remote.sql(`SELECT count(*) FILTER (WHERE name LIKE '% (desk)')::int AS desk, count(*) FILTER (WHERE name = 'web edit')::int AS web FROM clinic_owner`)).toEqual([{ desk: 1199, web: 1 }]);
+    expect(local(`SELECT name FROM clinic_owner WHERE id = 100`)).toEqual([{ name: 'web edit' }]);
   });
 
   it('starts from the server head, so rows written before it are not replayed', async () => {
