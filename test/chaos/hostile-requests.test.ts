@@ -420,7 +420,7 @@ describe('hostile requests to epetsync serve (chaos part 5)', () => {
       // undici refuses header values with control characters: such a node id cannot even be sent.
       const nodeHeader = /^[\t\x20-\x7e\x80-\xff]*$/.test(node) ? node : 'bad node';
       await expectRefused('upload: injected identifiers', uploadRequest(body, `poison ${JSON.stringify(bad).slice(0, 160)}; batch ${JSON.stringify(batch)}; node ${JSON.stringify(nodeHeader)}; ${before.length}+${after.length} other changes`, { 'x-epetsync-node': nodeHeader }));
-    }), { seed: SEED + 3, numRuns: scaled(6, 400) });
+    }), { seed: SEED + 3, numRuns: scaled(6, 300) });
   });
 
   it('refuses batches with a bad value or a constraint violation anywhere, all or nothing (conflicting rows included)', async () => {
@@ -434,7 +434,7 @@ describe('hostile requests to epetsync serve (chaos part 5)', () => {
     await fc.assert(fc.asyncProperty(request, async ({ before, poison, after, batch, base }) => {
       const body = JSON.stringify({ batch_id: batch, ...(base ? { base_cursor: base } : {}), changes: [...before, poison.change, ...after] });
       await expectRefused('upload: bad values, all or nothing', uploadRequest(body, `${poison.family} at index ${before.length}: ${JSON.stringify(poison.change).slice(0, 160)}; others ${JSON.stringify([...before, ...after]).slice(0, 600)}`));
-    }), { seed: SEED + 4, numRuns: scaled(8, 600) });
+    }), { seed: SEED + 4, numRuns: scaled(8, 450) });
   });
 
   it('refuses deeply nested JSON without running out of stack', async () => {
@@ -476,7 +476,7 @@ describe('hostile requests to epetsync serve (chaos part 5)', () => {
     await fc.assert(fc.asyncProperty(poisonParam, extra, fc.boolean(), async (bad, ok, node) => {
       const query = [ok, bad].filter(Boolean).join('&');
       await expectRefused('download: hostile query', { method: 'GET', path: `/api/database/download/?${query}`, headers: { ...auth(), ...(node ? { 'x-epetsync-node': 'fuzz-node' } : {}) }, note: query });
-    }), { seed: SEED + 6, numRuns: scaled(6, 500) });
+    }), { seed: SEED + 6, numRuns: scaled(6, 400) });
   });
 
   it('refuses malformed and hostile bulk loads, all or nothing', async () => {
@@ -513,7 +513,7 @@ describe('hostile requests to epetsync serve (chaos part 5)', () => {
         headers: { ...auth(), 'content-type': 'application/x-ndjson', ...(gzip ? { 'content-encoding': 'gzip' } : {}) },
         note: `${gzip ? 'gzip ' : ''}${JSON.stringify(text).slice(0, 500)}`,
       });
-    }), { seed: SEED + 7, numRuns: scaled(6, 500) });
+    }), { seed: SEED + 7, numRuns: scaled(6, 400) });
   });
 
   it('refuses hostile logins and Authorization headers', async () => {
