@@ -145,8 +145,11 @@ async function installOnce(db: SqlDatabase, schema: SyncSchema, extra?: (tx: Sql
       const args = [t.name, ...t.primaryKey].map(quoteLiteral).join(', ');
       await tx.query(`DROP TRIGGER IF EXISTS ${CAPTURE_TRIGGER} ON ${t.sqlName}`);
       await tx.query(
+        // The WHEN clause keeps bulk loads (capture off for their transaction) from calling the
+        // function once per row at all: PostgreSQL checks it without entering PL/pgSQL.
         `CREATE TRIGGER ${CAPTURE_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON ${t.sqlName}
-         FOR EACH ROW EXECUTE FUNCTION epetsync.capture(${args})`,
+         FOR EACH ROW WHEN (current_setting('epetsync.capture', true) IS DISTINCT FROM 'off')
+         EXECUTE FUNCTION epetsync.capture(${args})`,
       );
     }
     // Tables that left the sync scope (excluded since the last start) stop being captured.

@@ -51,4 +51,30 @@ describe('installChangeCapture', () => {
       await web.end();
     }
   });
+
+  it('never enters the capture function for rows written with capture off, as bulk loads write them', async () => {
+    await installChangeCapture(db, await introspectSchema(db));
+    // One session per count: function counts a session has not flushed yet still show in the next transaction's view.
+    const callsDuring = async (capture: 'on' | 'off'): Promise<number> => {
+      const client = new pg.Client({ connectionString: database.url });
+      await client.connect();
+      try {
+        await client.query(`SET track_functions = 'pl'`);
+        await client.query('BEGIN');
+        try {
+          await client.query(`SELECT set_config('epetsync.capture', $1, true)`, [capture]);
+          await client.query(`INSERT INTO clinic_species (code, label) SELECT 'sp-${capture}-' || g, 'species' FROM generate_series(1, 50) g`);
+          const [row] = (await client.query<{ calls: number }>(`SELECT coalesce(sum(calls), 0)::int AS calls FROM pg_stat_xact_user_functions WHERE schemaname = 'epetsync' AND funcname = 'capture'`)).rows;
+          return row!.calls;
+        } finally {
+          await client.query('ROLLBACK');
+        }
+      } finally {
+        await client.end();
+      }
+    };
+    expect(await callsDuring('on')).toBe(50);
+    // The trigger's WHEN clause is checked by PostgreSQL itself: no PL/pgSQL call per loaded row.
+    expect(await callsDuring('off')).toBe(0);
+  });
 });
