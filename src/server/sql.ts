@@ -78,13 +78,26 @@ async function openPostgres(url: string, poolSize: number): Promise<SqlDatabase>
   const onClientError = (): void => {};
   const attachListener = async (channel: string, entry: { client: import('pg').PoolClient | undefined; handlers: Set<(p: string) => void> }): Promise<void> => {
     const client = await pool.connect();
+    // A dying connection can report more than one error (a failed LISTEN and the connection's own
+    // error, or two messages from the server): released twice, pg-pool throws from the event
+    // handler, an uncaught exception that would end epetsync serve.
+    let released = false;
+    const release = (error: Error): void => {
+      if (released) return;
+      released = true;
+      client.release(error);
+    };
     client.on('notification', (msg) => {
       if (msg.channel === channel) for (const h of entry.handlers) h(msg.payload ?? '');
     });
     client.on('error', (error) => {
+      const listening = entry.client === client;
+      if (closing) return;
+      release(error);
+      // Before LISTEN succeeded, attachListener's own failure path retries (no second retry here).
+      if (!listening) return;
       // The LISTEN connection died: drop it and listen again on a fresh one. Waiters meanwhile
       // fall back to their own polling tick, so nothing is missed, only woken later.
-      client.release(error);
       entry.client = undefined;
       const retry = (): void => {
         if (closing || !listeners.has(channel)) return;
@@ -95,9 +108,10 @@ async function openPostgres(url: string, poolSize: number): Promise<SqlDatabase>
     try {
       await client.query(`LISTEN ${quoteIdent(channel)}`);
     } catch (error) {
-      client.release(error as Error);
+      release(error as Error);
       throw error;
     }
+    if (released) throw new Error('the LISTEN connection was lost as it was set up');
     entry.client = client;
   };
   return {

@@ -77,3 +77,54 @@ describe('PostgreSQL outage', () => {
     expect((await server.app.inject({ method: 'GET', url: '/api/database/download/?since=c1.0.0', headers: auth })).statusCode).toBe(200);
   });
 });
+
+describe('the LISTEN connection', () => {
+  let db: TestDatabase;
+  let server: SyncServer;
+  const uncaught: unknown[] = [];
+  const onUncaught = (error: unknown): void => {
+    uncaught.push(error);
+  };
+  beforeAll(async () => {
+    db = await createTestDatabase('eps_listen');
+    for (const sql of FIXTURE_SQL) await pgQuery(db.url, sql);
+    server = await startSyncServer({ databaseUrl: db.url, port: 0 });
+    process.on('uncaughtException', onUncaught);
+  });
+  afterAll(async () => {
+    process.off('uncaughtException', onUncaught);
+    await server?.close();
+    await db?.drop();
+  });
+
+  const listener = async (): Promise<number | undefined> =>
+    (await pgQuery<{ pid: number }>(db.url, `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'epetsync-serve' AND query ILIKE 'LISTEN%'`))[0]?.pid;
+
+  it('listens again on a fresh connection when an administrator terminates it, without crashing the server', async () => {
+    for (let round = 0; round < 3; round += 1) {
+      let pid: number | undefined;
+      for (let i = 0; i < 100 && pid === undefined; i += 1) {
+        pid = await listener();
+        if (pid === undefined) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(pid, `round ${round}: no LISTEN connection`).toBeDefined();
+      await pgQuery(db.url, 'SELECT pg_terminate_backend($1::int)', [pid]);
+      let next: number | undefined;
+      for (let i = 0; i < 100 && (next === undefined || next === pid); i += 1) {
+        await new Promise((r) => setTimeout(r, 50));
+        next = await listener();
+      }
+      expect(next, `round ${round}: the server did not LISTEN again`).toBeDefined();
+      expect(next).not.toBe(pid);
+    }
+    expect(uncaught).toEqual([]);
+  });
+
+  it('does not crash the server when its database is dropped under it (the connection fails again while listening anew)', async () => {
+    await pgQuery(db.url.replace(/\/[^/]+$/, '/postgres'), `DROP DATABASE IF EXISTS "${db.name}" WITH (FORCE)`);
+    // Several reconnect attempts fail (the database is gone) before the server is closed.
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(uncaught).toEqual([]);
+  });
+});
+
