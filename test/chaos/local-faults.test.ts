@@ -10,7 +10,7 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, readdirSync, renameSync, unlinkSync, writeFileSync, type WriteStream } from 'node:fs';
+import { createWriteStream, existsSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -38,6 +38,8 @@ let serve: ServeProcess;
 let serveDir: string;
 const password = `local-faults-${randomBytes(12).toString('base64url')}`;
 const streams: WriteStream[] = [];
+/** Every work folder this file made. */
+const dirs: string[] = [];
 const children: ChildProcessWithoutNullStreams[] = [];
 const figures = {
   faults: {} as Record<string, number>,
@@ -51,6 +53,7 @@ const count = (kind: string): void => {
 beforeAll(async () => {
   registerSecret(password);
   serveDir = chaosWorkDir('local-faults-serve');
+  dirs.push(serveDir);
   pgdb = await createTestDatabase('eps_chaos_local');
   await pgQuery(pgdb.url, PG_SCHEMA);
   await createSyncAccount(pgdb.url, USER, password);
@@ -64,8 +67,10 @@ afterAll(async () => {
     writeFileSync(join(serveDir, 'serve.out'), serve.output().stdout);
     writeFileSync(join(serveDir, 'serve.err'), serve.output().stderr);
   }
-  for (const s of streams) s.end();
+  for (const s of streams) await new Promise((r) => s.close(r));
   await pgdb?.drop();
+  // Kept for the secret grep in a long run (and on request); a normal test run leaves nothing behind.
+  if (!process.env.EPETSYNC_CHAOS_OUT && !process.env.EPETSYNC_CHAOS_KEEP) for (const d of dirs) rmSync(d, { recursive: true, force: true });
   recordFigures({
     part: 'local-faults',
     title: `desktop SQLite faults under monitor: ${CORRUPTIONS} corruption(s) with --fix, ${HOLDS} long write lock(s), ${SWAPS.length} file delete/replace`,
@@ -91,6 +96,7 @@ interface Desk {
 
 function makeDesk(name: string, node: string): Desk {
   const dir = chaosWorkDir(`local-faults-${name}`);
+  dirs.push(dir);
   const db = createDesktopDb(dir);
   const config = join(dir, 'config.json');
   writeFileSync(
