@@ -3,7 +3,7 @@ import { basename, dirname, extname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { requireLocalPath } from '../config/index.js';
 import { LocalDatabaseError, isEpetsyncError } from '../errors.js';
-import { integrityCheck, quickCheck, type IntegrityResult } from './checks.js';
+import { integrityCheck, quickCheck, type IntegrityCheckName, type IntegrityResult } from './checks.js';
 import { SIDECAR_SUFFIXES } from './file.js';
 import { journalMode, openDatabase, sqliteCode, toLocalDatabaseError, type SqliteDatabase } from './open.js';
 
@@ -184,11 +184,11 @@ export interface CopyCheck {
  * read-write connection removes the -wal/-shm files a WAL-mode copy needs while open, where a
  * read-only one would leave them behind. Nothing is written to the copy.
  */
-export function verifyCopy(path: string, busyTimeoutMs = 5000): CopyCheck {
+export function verifyCopy(path: string, busyTimeoutMs = 5000, check: IntegrityCheckName = 'integrity_check'): CopyCheck {
   const db = new Database(path, { fileMustExist: true, timeout: busyTimeoutMs });
   try {
     return {
-      integrity: integrityCheck(db),
+      integrity: check === 'integrity_check' ? integrityCheck(db) : quickCheck(db),
       pages: Number(db.pragma('page_count', { simple: true })),
       pageSize: Number(db.pragma('page_size', { simple: true })),
       journalMode: journalMode(db),

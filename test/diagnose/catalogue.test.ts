@@ -40,8 +40,8 @@ const base = (url: string, extra: Record<string, unknown> = {}): Record<string, 
   sync: { node_id: 'catalogue-1' },
 });
 
-async function diagnose(config: string, groups: string[], options: { now?: () => Date; env?: NodeJS.ProcessEnv } = {}): Promise<DiagnoseReport> {
-  return runDiagnose(CHECKS, { configPath: config, env: { EPETSYNC_PASSWORD: PASSWORD, ...options.env }, cwd: '/', groups, now: options.now });
+async function diagnose(config: string, groups: string[], options: { now?: () => Date; env?: NodeJS.ProcessEnv; deep?: boolean } = {}): Promise<DiagnoseReport> {
+  return runDiagnose(CHECKS, { configPath: config, env: { EPETSYNC_PASSWORD: PASSWORD, ...options.env }, cwd: '/', groups, now: options.now, deep: options.deep });
 }
 
 const get = (r: DiagnoseReport, id: string) => r.checks.find((c) => c.id === id)!;
@@ -104,7 +104,9 @@ describe('diagnose catalogue', () => {
     const r4 = await diagnose(f.config, ['config', 'local', 'backups']);
     expect(get(r4, 'backup.newest')).toMatchObject({ status: 'warn', fixable: true });
     expect(get(r4, 'backup.newest').found).toMatch(/, 10 days old$/);
-    expect(get(r4, 'backup.verify').status).toBe('ok');
+    expect(get(r4, 'backup.verify')).toMatchObject({ status: 'ok', found: expect.stringMatching(/: quick_check ok$/) });
+    const deep = await diagnose(f.config, ['config', 'local', 'backups'], { deep: true });
+    expect(get(deep, 'backup.verify')).toMatchObject({ status: 'ok', found: expect.stringMatching(/: integrity_check ok$/) });
     const damaged = join(f.dir, 'backups', backupFileName(f.db, new Date()));
     writeFileSync(damaged, Buffer.concat([Buffer.from('SQLite format 3\0'), Buffer.alloc(8192, 0x5a)]));
     const r5 = await diagnose(f.config, ['config', 'local', 'backups']);
