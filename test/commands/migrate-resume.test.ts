@@ -122,9 +122,10 @@ describe('migrate killed with SIGKILL', () => {
       // Every token revoked in the middle of the load: the next bulk request is refused and migrate logs in again.
       await pgQuery(bed.pg.url, `DELETE FROM epetsync.tokens`);
       const revokedWhileRunning = !done;
-      // Then the network goes away for a while.
+      // Then the network goes away for a while: shorter than the client's least retry budget (four
+      // backoffs of at least 125 + 250 + 500 + 1000 ms, docs/client.md) with room for a loaded machine.
       await proxy.refuse();
-      await new Promise((r) => setTimeout(r, 1500));
+      await new Promise((r) => setTimeout(r, 600));
       await proxy.accept();
       expect(await exited, stdout).toBe(0);
       const out = JSON.parse(stdout) as { result: { mismatched: string[]; tables: Array<{ table: string; loaded: number; verified: boolean }> } };
