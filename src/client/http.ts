@@ -7,6 +7,7 @@ import { pipeline, type Readable } from 'node:stream';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Agent } from 'undici';
 import { ProtocolError } from '../errors.js';
+import { splitLines } from '../ndjson.js';
 
 /** Describes the transport's timeouts and TLS mode. */
 export interface TransportOptions {
@@ -134,38 +135,7 @@ export async function readCapped(body: Readable, maxBytes: number): Promise<Buff
 
 /** Yields the lines of an NDJSON body as they arrive (never the whole body at once); a line longer than `maxLineBytes` fails. */
 export async function* ndjsonLines(body: AsyncIterable<Buffer>, maxLineBytes: number): AsyncGenerator<string> {
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  for await (const chunk of body) {
-    let start = 0;
-    let newline = chunk.indexOf(10, start);
-    while (newline !== -1) {
-      const piece = chunk.subarray(start, newline);
-      let line: Buffer;
-      if (pendingBytes > 0) {
-        line = Buffer.concat([...pending, piece], pendingBytes + piece.length);
-        pending = [];
-        pendingBytes = 0;
-      } else {
-        line = piece;
-      }
-      if (line.length > maxLineBytes) throw tooLarge(maxLineBytes, 'line');
-      const end = line.length > 0 && line[line.length - 1] === 13 ? line.length - 1 : line.length;
-      if (end > 0) yield line.toString('utf8', 0, end);
-      start = newline + 1;
-      newline = chunk.indexOf(10, start);
-    }
-    if (start < chunk.length) {
-      const rest = chunk.subarray(start);
-      pending.push(rest);
-      pendingBytes += rest.length;
-      if (pendingBytes > maxLineBytes) throw tooLarge(maxLineBytes, 'line');
-    }
-  }
-  if (pendingBytes > 0) {
-    // A last line without "\n" is still a line; the caller decides whether the stream was complete.
-    yield Buffer.concat(pending, pendingBytes).toString('utf8');
-  }
+  for await (const { text } of splitLines(body, { maxLineBytes, tooLong: (limit) => tooLarge(limit, 'line') })) if (text.length > 0) yield text;
 }
 
 function tooLarge(limit: number, what: 'answer' | 'line'): ProtocolError {

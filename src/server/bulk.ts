@@ -3,6 +3,7 @@ import { quoteIdent, type SqlDatabase, type SqlExecutor } from './sql.js';
 import { castParam, type ColumnInfo, type SyncSchema, type TableInfo } from './schema.js';
 import { advanceSequence, databaseRefusal } from './upload.js';
 import { fromWire } from './values.js';
+import { splitLines } from '../ndjson.js';
 
 /** Describes the answer to one bulk-load request. */
 export interface BulkResult {
@@ -164,41 +165,7 @@ export class BulkBody {
 
 /** Yields the non-blank lines of a body with their 1-based line numbers, as the body arrives (a line may span chunks). */
 async function* bodyLines(body: string | AsyncIterable<Buffer | string>): AsyncGenerator<[string, number]> {
-  let lineNo = 0;
-  if (typeof body === 'string') {
-    for (const text of body.split('\n')) {
-      lineNo += 1;
-      if (text.trim() !== '') yield [text, lineNo];
-    }
-    return;
-  }
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  for await (const piece of body) {
-    const chunk = typeof piece === 'string' ? Buffer.from(piece, 'utf8') : piece;
-    let start = 0;
-    let newline = chunk.indexOf(10, start);
-    while (newline !== -1) {
-      const part = chunk.subarray(start, newline);
-      const line = pendingBytes > 0 ? Buffer.concat([...pending, part], pendingBytes + part.length) : part;
-      pending = [];
-      pendingBytes = 0;
-      lineNo += 1;
-      const text = line.toString('utf8');
-      if (text.trim() !== '') yield [text, lineNo];
-      start = newline + 1;
-      newline = chunk.indexOf(10, start);
-    }
-    if (start < chunk.length) {
-      const rest = chunk.subarray(start);
-      pending.push(rest);
-      pendingBytes += rest.length;
-    }
-  }
-  if (pendingBytes > 0) {
-    const text = Buffer.concat(pending, pendingBytes).toString('utf8');
-    if (text.trim() !== '') yield [text, lineNo + 1];
-  }
+  for await (const { text, line } of splitLines(body)) if (text.trim() !== '') yield [text, line];
 }
 
 /**
