@@ -8,7 +8,7 @@ import { runCli } from '../helpers/cli.js';
 import { createTestDatabase, pgQuery, type TestDatabase } from '../helpers/pg.js';
 import { startServeProcess, type ServeProcess } from '../helpers/server.js';
 import { FIXTURE_SQL } from '../server/fixture.js';
-import { CHAOS_LONG, CHAOS_SEED, chaosWorkDir, prng, recordFigures, registerSecret, scaled, tally, type HostileTally } from './kit.js';
+import { CHAOS_LONG, CHAOS_SEED, chaosWorkDir, prng, recordFigures, registerSecret, scaled, tally, type HostileTally, saveServeOutput } from './kit.js';
 
 /**
  * Part 7 of the reliability suite (docs/reliability.md): who gets in. A real `epetsync serve`
@@ -110,9 +110,7 @@ describe('access to epetsync serve (chaos part 7)', () => {
     for (const a of agents.values()) await a.close().catch(() => {});
     if (server) {
       await server.stop();
-      const { stdout, stderr } = server.output();
-      writeFileSync(join(work, 'serve.out'), stdout);
-      writeFileSync(join(work, 'serve.err'), stderr);
+      saveServeOutput(server, work);
     }
     await pgdb?.drop();
   });
@@ -383,9 +381,7 @@ describe('access to epetsync serve (chaos part 7)', () => {
     }
     registerSecret(tampered);
     // Flush the server's output into the work folder before grepping it.
-    const { stdout, stderr } = server.output();
-    writeFileSync(join(work, 'serve.out'), stdout);
-    writeFileSync(join(work, 'serve.err'), stderr);
+    saveServeOutput(server, work);
     const files = readdirSync(work).filter((f) => /\.(log|out|err|ndjson)$/.test(f));
     expect(files).toEqual(expect.arrayContaining(['serve.log', 'serve.out', 'serve.err', 'client-right-password.log', 'client-wrong-password.err']));
     const secrets = [...Object.values(PW), ...issued, tampered];

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
@@ -9,7 +9,7 @@ import { WIRE_ERRORS } from '../../src/server/http-error.js';
 import { createTestDatabase, pgQuery, type TestDatabase } from '../helpers/pg.js';
 import { createSyncAccount, loginToken, startServeProcess, type ServeProcess } from '../helpers/server.js';
 import { FIXTURE_SQL } from '../server/fixture.js';
-import { CHAOS_LONG, CHAOS_SEED, chaosWorkDir, recordFigures, registerSecret, scaled, tally, type HostileTally } from './kit.js';
+import { CHAOS_LONG, CHAOS_SEED, chaosWorkDir, recordFigures, registerSecret, scaled, tally, type HostileTally, saveServeOutput } from './kit.js';
 
 /**
  * Part 5 of the reliability suite (docs/reliability.md): property-based fuzzing (fast-check) of
@@ -243,9 +243,7 @@ describe('hostile requests to epetsync serve (chaos part 5)', () => {
     await agent.close().catch(() => {});
     if (server) {
       await server.stop();
-      const { stdout, stderr } = server.output();
-      writeFileSync(join(work, 'serve.out'), stdout);
-      writeFileSync(join(work, 'serve.err'), stderr);
+      saveServeOutput(server, work);
     }
     await pgdb?.drop();
   });

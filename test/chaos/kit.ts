@@ -1,6 +1,8 @@
-import { appendFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { appendFileSync, createWriteStream, mkdirSync, mkdtempSync, writeFileSync, type WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { BIN } from '../helpers/cli.js';
 
 /**
  * The shared kit of the reliability suite (issue 9, docs/reliability.md).
@@ -92,3 +94,70 @@ export function prng(seed: number): () => number {
 
 /** The seed of this run: EPETSYNC_CHAOS_SEED when set (to replay a failure), else the time. Print it in failure messages. */
 export const CHAOS_SEED = Number(process.env.EPETSYNC_CHAOS_SEED ?? Date.now() % 2 ** 31);
+
+/** Polls `check` every 50 ms until it holds and returns the ms it took; fails after `ms` with the seed and `describe()`. */
+export async function waitUntil(check: () => boolean | Promise<boolean>, ms: number, describe: () => string = () => '', seed = CHAOS_SEED): Promise<number> {
+  const start = Date.now();
+  while (!(await check())) {
+    if (Date.now() - start > ms) throw new Error(`condition not met within ${ms} ms (seed ${seed}) ${describe().slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return Date.now() - start;
+}
+
+/** A running `epetsync monitor` whose stdout/stderr go to `<name>.out` / `<name>.err` and to memory. */
+export interface MonitorProcess {
+  child: ChildProcessWithoutNullStreams;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<number | null>;
+}
+
+/**
+ * Spawns the built `epetsync monitor` with `config` (password from the environment, as a scheduled
+ * task runs it), tees its output into files in `dir` (the long run greps them for secrets) and
+ * resolves once it printed "Monitoring "; fails when it exits first. The output files are pushed
+ * onto `streams` for the caller to close; `track` sees the child as soon as it is spawned.
+ */
+export async function startMonitorProcess(options: {
+  config: string;
+  cwd: string;
+  password: string;
+  dir: string;
+  name: string;
+  streams: WriteStream[];
+  args?: string[];
+  seed?: number;
+  track?: (child: ChildProcessWithoutNullStreams) => void;
+}): Promise<MonitorProcess> {
+  const child = spawn(process.execPath, [BIN, '--config', options.config, 'monitor', ...(options.args ?? [])], {
+    cwd: options.cwd,
+    env: { ...process.env, NO_COLOR: '1', CI: 'true', EPETSYNC_PASSWORD: options.password },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  options.track?.(child);
+  const outFile = createWriteStream(join(options.dir, `${options.name}.out`));
+  const errFile = createWriteStream(join(options.dir, `${options.name}.err`));
+  options.streams.push(outFile, errFile);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+    outFile.write(d);
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    errFile.write(d);
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  await waitUntil(() => /Monitoring /.test(stdout) || child.exitCode !== null, 30_000, () => stdout + stderr, options.seed);
+  if (child.exitCode !== null) throw new Error(`monitor exited early (${child.exitCode}): ${stdout}${stderr}`);
+  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+/** Writes what an `epetsync serve` child printed so far to `<dir>/serve.out` and `serve.err`, where the secret grep reads it. */
+export function saveServeOutput(server: { output(): { stdout: string; stderr: string } }, dir: string): void {
+  const { stdout, stderr } = server.output();
+  writeFileSync(join(dir, 'serve.out'), stdout);
+  writeFileSync(join(dir, 'serve.err'), stderr);
+}

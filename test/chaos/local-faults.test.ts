@@ -10,16 +10,16 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync, type WriteStream } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { corruptTablePage, hashFile } from '../db/fixtures.js';
-import { BIN, runCli } from '../helpers/cli.js';
+import { runCli } from '../helpers/cli.js';
 import { createTestDatabase, pgQuery, type TestDatabase } from '../helpers/pg.js';
 import { createSyncAccount, startServeProcess, type ServeProcess } from '../helpers/server.js';
 import { createDesktopDb, PG_SCHEMA, SQLITE_SCHEMA, USER } from '../sync/fixture.js';
-import { CHAOS_SEED, chaosWorkDir, prng, recordFigures, registerSecret, scaled } from './kit.js';
+import { CHAOS_SEED, chaosWorkDir, prng, recordFigures, registerSecret, scaled, startMonitorProcess, waitUntil, type MonitorProcess, saveServeOutput } from './kit.js';
 
 const SEED = CHAOS_SEED + 4;
 const CORRUPTIONS = scaled(1, 4);
@@ -64,8 +64,7 @@ afterAll(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   if (serve) {
     await serve.stop();
-    writeFileSync(join(serveDir, 'serve.out'), serve.output().stdout);
-    writeFileSync(join(serveDir, 'serve.err'), serve.output().stderr);
+    saveServeOutput(serve, serveDir);
   }
   for (const s of streams) await new Promise((r) => s.close(r));
   await pgdb?.drop();
@@ -123,49 +122,11 @@ function makeDesk(name: string, node: string): Desk {
   };
 }
 
-/** A running `epetsync monitor` whose stdout/stderr go to files in the desk folder and to memory. */
-interface MonitorProcess {
-  child: ChildProcessWithoutNullStreams;
-  stdout(): string;
-  stderr(): string;
-  exited: Promise<number | null>;
+function startMonitor(desk: Desk, args: string[] = []): Promise<MonitorProcess> {
+  return startMonitorProcess({ config: desk.config, cwd: desk.dir, password, dir: desk.dir, name: 'monitor', streams, args, seed: SEED, track: (c) => children.push(c) });
 }
 
-async function startMonitor(desk: Desk, args: string[] = []): Promise<MonitorProcess> {
-  const child = spawn(process.execPath, [BIN, '--config', desk.config, 'monitor', ...args], {
-    cwd: desk.dir,
-    env: { ...process.env, NO_COLOR: '1', CI: 'true', EPETSYNC_PASSWORD: password },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  const outFile = createWriteStream(join(desk.dir, 'monitor.out'));
-  const errFile = createWriteStream(join(desk.dir, 'monitor.err'));
-  streams.push(outFile, errFile);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-    outFile.write(d);
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-    errFile.write(d);
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  await until(() => /Monitoring /.test(stdout) || child.exitCode !== null, 30_000, () => stdout + stderr);
-  if (child.exitCode !== null) throw new Error(`monitor exited early (${child.exitCode}): ${stdout}${stderr}`);
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
-}
-
-/** Polls `check` every 50 ms until it holds; fails with `describe()` after `ms`. */
-async function until(check: () => boolean | Promise<boolean>, ms: number, describe: () => string = () => ''): Promise<number> {
-  const start = Date.now();
-  while (!(await check())) {
-    if (Date.now() - start > ms) throw new Error(`condition not met within ${ms} ms (seed ${SEED}) ${describe().slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return Date.now() - start;
-}
+const until = (check: () => boolean | Promise<boolean>, ms: number, describe?: () => string): Promise<number> => waitUntil(check, ms, describe, SEED);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const stamp = (): string => new Date().toISOString().slice(0, 19).replace('T', ' ');

@@ -6,18 +6,17 @@
  * must go 503 and back to 200, the monitor must say clearly what is wrong and carry on, and at
  * the end both databases hold the same rows, none lost and none twice.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, readFileSync, rmSync, writeFileSync, type WriteStream } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, runCli } from '../helpers/cli.js';
+import { runCli } from '../helpers/cli.js';
 import { startPrivatePg, type PrivatePg } from '../helpers/private-pg.js';
 import { createSyncAccount, startServeProcess, type ServeProcess } from '../helpers/server.js';
 import { createDesktopDb, PG_SCHEMA, USER } from '../sync/fixture.js';
-import { CHAOS_SEED, chaosWorkDir, prng, recordFigures, registerSecret, scaled } from './kit.js';
+import { CHAOS_SEED, chaosWorkDir, prng, recordFigures, registerSecret, scaled, startMonitorProcess, waitUntil, type MonitorProcess, saveServeOutput } from './kit.js';
 
 const SEED = CHAOS_SEED + 3;
 const RESTARTS = scaled(1, 8);
@@ -58,9 +57,7 @@ beforeAll(async () => {
 afterAll(async () => {
   if (serve) {
     await serve.stop();
-    const { stdout, stderr } = serve.output();
-    writeFileSync(join(work, 'serve.out'), stdout);
-    writeFileSync(join(work, 'serve.err'), stderr);
+    saveServeOutput(serve, work);
   }
   if (cluster) {
     // The cluster's own log holds no secret (trust authentication); keep it with the part's files.
@@ -76,50 +73,11 @@ afterAll(async () => {
   if (work && !process.env.EPETSYNC_CHAOS_OUT && !process.env.EPETSYNC_CHAOS_KEEP) rmSync(work, { recursive: true, force: true });
 });
 
-/** A running `epetsync monitor` whose stdout/stderr go to files in the work folder and to memory. */
-interface MonitorProcess {
-  child: ChildProcessWithoutNullStreams;
-  stdout(): string;
-  stderr(): string;
-  exited: Promise<number | null>;
-}
-
 function startMonitor(name: string): Promise<MonitorProcess> {
-  const child = spawn(process.execPath, [BIN, '--config', config, 'monitor'], {
-    cwd: work,
-    env: { ...process.env, NO_COLOR: '1', CI: 'true', EPETSYNC_PASSWORD: password },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  const outFile = createWriteStream(join(work, `${name}.out`));
-  const errFile = createWriteStream(join(work, `${name}.err`));
-  streams.push(outFile, errFile);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-    outFile.write(d);
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-    errFile.write(d);
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  const m: MonitorProcess = { child, stdout: () => stdout, stderr: () => stderr, exited };
-  return until(() => /Monitoring /.test(stdout) || child.exitCode !== null, 30_000, () => stdout + stderr).then(() => {
-    if (child.exitCode !== null) throw new Error(`monitor exited early (${child.exitCode}): ${stdout}${stderr}`);
-    return m;
-  });
+  return startMonitorProcess({ config, cwd: work, password, dir: work, name, streams, seed: SEED });
 }
 
-/** Polls `check` every 50 ms until it holds; fails with `describe()` after `ms`. */
-async function until(check: () => boolean | Promise<boolean>, ms: number, describe: () => string = () => ''): Promise<number> {
-  const start = Date.now();
-  while (!(await check())) {
-    if (Date.now() - start > ms) throw new Error(`condition not met within ${ms} ms (seed ${SEED}) ${describe().slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return Date.now() - start;
-}
+const until = (check: () => boolean | Promise<boolean>, ms: number, describe?: () => string): Promise<number> => waitUntil(check, ms, describe, SEED);
 
 async function readyz(): Promise<number> {
   try {
