@@ -523,14 +523,51 @@ export class SyncEngine {
     return { ok: false, quarantine: { table: entry.table, pkText: entry.pkText, pk: built.pk, op: built.op, change: null, seqs: entry.seqs, code: 'UNCONVERTIBLE', reason: built.reason, requestId: null } };
   }
 
-  /** Orders a batch's changes: parents before children for upserts, children before parents for deletes. */
-  private orderBatch(changes: Array<{ change: UploadChange; plan: PlanEntry }>): { batch: UploadBatch; plan: PlanEntry[] } {
+  /**
+   * Orders a batch's changes: parents before children for upserts, children before parents for
+   * deletes. Children of a row inserted here in the same batch wait for a later one (see {@link withoutChildrenOfNewRows}).
+   */
+  private orderBatch(all: Array<{ change: UploadChange; plan: PlanEntry }>): { batch: UploadBatch; plan: PlanEntry[] } {
+    const changes = this.withoutChildrenOfNewRows(all);
     const order = (c: UploadChange): number => this.scope.get(c.table)?.order ?? 0;
     const first = (p: PlanEntry): number => p.seqs[0] ?? 0;
     const upserts = changes.filter((c) => c.change.op === 'upsert').sort((a, b) => order(a.change) - order(b.change) || first(a.plan) - first(b.plan));
     const deletes = changes.filter((c) => c.change.op === 'delete').sort((a, b) => order(b.change) - order(a.change) || first(a.plan) - first(b.plan));
     const ordered = [...upserts, ...deletes];
     return { batch: { batch_id: this.newBatchId(), base_cursor: this.cursor(), changes: ordered.map((c) => c.change) }, plan: ordered.map((c) => c.plan) };
+  }
+
+  /**
+   * Leaves out of a batch the upserts whose foreign key names a row that the same batch inserts in a
+   * re-keyable table. Such a row may collide with a web app row of the same id; its children sent
+   * with it would then be applied pointing at the web app's row until a later batch carried the
+   * moved key, and a cascading delete of that web row in the meantime took them with it. Left in the
+   * changelog, they go in a later batch, built after this one's answer was settled (and the key moved
+   * when it collided). Read-ahead batches never hold them: those are sent only when the batch before
+   * came back without a collision.
+   */
+  private withoutChildrenOfNewRows(changes: Array<{ change: UploadChange; plan: PlanEntry }>): Array<{ change: UploadChange; plan: PlanEntry }> {
+    const inserted = new Set<string>();
+    for (const { change, plan } of changes) {
+      const table = this.scope.get(change.table);
+      if (change.op === 'upsert' && plan.firstOp === 'I' && table?.rekeyable) inserted.add(rowKey(table.name, String(change.pk[table.primaryKey[0]!])));
+    }
+    if (inserted.size === 0) return changes;
+    const references = new Map<string, Array<{ parent: string; column: string }>>();
+    for (const parent of this.scope.values()) {
+      for (const child of parent.children) references.set(child.table, [...(references.get(child.table) ?? []), { parent: parent.name, column: child.column }]);
+    }
+    return changes.filter(({ change }) => {
+      if (change.op !== 'upsert' || !change.values) return true;
+      const self = this.scope.get(change.table);
+      return !(references.get(change.table) ?? []).some(({ parent, column }) => {
+        const value = change.values![column];
+        if (value === null || value === undefined) return false;
+        // A row naming itself (a self-reference) goes with itself.
+        if (parent === change.table && self && String(change.pk[self.primaryKey[0]!]) === String(value)) return false;
+        return inserted.has(rowKey(parent, String(value)));
+      });
+    });
   }
 
   /**

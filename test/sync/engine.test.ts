@@ -284,6 +284,37 @@ describe('SyncEngine', () => {
     expect(remoteOwners.map((o) => o.id)).not.toContain(next!.id);
   });
 
+  it('sends the children of an offline insert only after its batch was answered, so they never point at a colliding web row', async () => {
+    // Found by the network chaos test: a child sent with its colliding parent pointed at the web app's
+    // row until the next batch, and the web app deleting that row with ON DELETE CASCADE took it along.
+    const petsOnServerAfterEachUpload: string[][] = [];
+    const uploads: Array<Promise<void>> = [];
+    const e = engine({
+      hooks: {
+        afterUpload: () => {
+          uploads.push(remote.sql<{ name: string }>(`SELECT name FROM clinic_pet ORDER BY name`).then((rows) => { petsOnServerAfterEachUpload.push(rows.map((r) => r.name)); }));
+        },
+      },
+    });
+    await e.prepare();
+    desktopWrite(path, [
+      [
+        ["INSERT INTO clinic_owner (name, updated_at) VALUES ('Desk owner', '2026-11-25 09:00:00')"],
+        ["INSERT INTO clinic_pet (owner_id, name, neutered, updated_at) VALUES (1, 'Desk pet', 0, '2026-11-25 09:00:00')"],
+      ],
+    ]);
+    await remote.sql(`INSERT INTO clinic_owner (name) VALUES ('Web owner')`);
+    const r = await e.runCycle();
+    await Promise.all(uploads);
+    expect(r).toMatchObject({ collisions: 1, pending: 0 });
+    // The owner went alone; the pet followed in a later batch, with the owner's moved id.
+    expect(petsOnServerAfterEachUpload[0]).toEqual([]);
+    const [desk] = await remote.sql<{ id: string }>(`SELECT id::text AS id FROM clinic_owner WHERE name = 'Desk owner'`);
+    expect(desk!.id).not.toBe('1');
+    expect(await remote.sql(`SELECT owner_id::text AS owner_id FROM clinic_pet WHERE name = 'Desk pet'`)).toEqual([{ owner_id: desk!.id }]);
+    expect(local(`SELECT owner_id FROM clinic_pet WHERE name = 'Desk pet'`)).toEqual([{ owner_id: Number(desk!.id) }]);
+  });
+
   it('moves a colliding local insert found while pulling before applying the page, children following', async () => {
     const e = engine({
       hooks: {
