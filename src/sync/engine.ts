@@ -463,6 +463,12 @@ export class SyncEngine {
         result.quarantined += 1;
         continue;
       }
+      if (neverSent(entry, planned.change)) {
+        // Inserted and deleted here before it was ever sent: the server never had it, and a delete
+        // sent for its key could only reach a web app row that happens to have the same id.
+        this.stmt(`DELETE FROM ${CHANGELOG} WHERE seq IN (SELECT value FROM json_each(?))`).run(JSON.stringify(entry.seqs));
+        continue;
+      }
       changes.push({ change: planned.change, plan: entry });
     }
     if (changes.length === 0) return 'again';
@@ -590,7 +596,8 @@ export class SyncEngine {
       const refused = this.db.transaction((): boolean => {
         for (const entry of head.rows.slice(start, start + PREBUILD_SLICE)) {
           const planned = this.planChange(entry);
-          if (!planned.ok) return true;
+          // Quarantine and never-sent rows are left to the next regular build, which settles them.
+          if (!planned.ok || neverSent(entry, planned.change)) return true;
           changes.push({ change: planned.change, plan: entry });
         }
         return false;
@@ -1121,6 +1128,11 @@ export async function runSyncCycle(options: SyncEngineOptions, signal?: AbortSig
   const engine = new SyncEngine(options);
   await engine.prepare(signal);
   return engine.runCycle(signal);
+}
+
+/** True for a row whose pending entries begin with its insert and which is gone now: nothing of it ever reached the server. */
+function neverSent(entry: PlanEntry, change: UploadChange): boolean {
+  return entry.firstOp === 'I' && change.op === 'delete';
 }
 
 function rowKey(table: string, pkText: string): string {

@@ -101,7 +101,9 @@ describe('SyncEngine', () => {
       [["DELETE FROM clinic_species WHERE code = 'tmp'"]],
     ]);
     const r = await e.runCycle();
-    expect(r).toMatchObject({ pushed: 2, batches: 1, pending: 0 });
+    // The species row was inserted and deleted before it was ever sent: nothing of it travels.
+    expect(r).toMatchObject({ pushed: 1, batches: 1, pending: 0 });
+    expect(local(`SELECT count(*) AS n FROM _epetsync_changelog`)).toEqual([{ n: 0 }]);
     expect(await owners()).toEqual([{ id: '1', name: 'v3' }]);
     expect(await remote.sql(`SELECT count(*)::int AS n FROM clinic_species`)).toEqual([{ n: 0 }]);
   });
@@ -119,8 +121,9 @@ describe('SyncEngine', () => {
     expect(local(`SELECT count(*) AS n FROM _epetsync_changelog`)).toEqual([{ n: 1200 + 12 + 1 }]);
     const r = await e.runCycle();
     // 1,213 entries over 1,200 rows: the first batch takes entries 1–500 (rows 1–500 and their later
-    // edits), the second rows 501–1000, the third the rest; rows 1001–1200 were inserted and one deleted.
-    expect(r).toMatchObject({ pushed: 1200, batches: 3, pending: 0, quarantined: 0, conflicts: 0 });
+    // edits), the second rows 501–1000, the third the rest; of rows 1001–1200, row 1150 was inserted
+    // and deleted before it was ever sent, so nothing of it travels.
+    expect(r).toMatchObject({ pushed: 1199, batches: 3, pending: 0, quarantined: 0, conflicts: 0 });
     expect(outboxCount(db)).toBe(0);
     const rows = await remote.sql<{ n: number; edited: number; max: string }>(
       `SELECT count(*)::int AS n, count(*) FILTER (WHERE name LIKE '% (edited)')::int AS edited, max(id)::text AS max FROM clinic_owner`,
@@ -522,6 +525,20 @@ describe('SyncEngine against a server whose own policy is client-wins', () => {
     expect(await remote.sql(`SELECT label FROM clinic_species`)).toEqual([{ label: 'Web cat' }]);
     expect(local(`SELECT label FROM clinic_species`)).toEqual([{ label: 'Web cat' }]);
     expect(listConflicts(db)[0]).toMatchObject({ winner: 'remote', localValues: { label: 'Desk cat' }, remoteValues: { label: 'Web cat' } });
+  });
+
+  it('sends nothing for a row inserted and deleted here before it was ever sent, so a web row with its id stays', async () => {
+    const e = new SyncEngine({ db, remote: lenientClient, policy: 'client-wins' });
+    await e.prepare();
+    desktopWrite(path, [
+      [["INSERT INTO clinic_owner (name, updated_at) VALUES ('Short-lived desk owner', '2026-11-25 09:00:00')"]],
+      [["DELETE FROM clinic_owner WHERE name = 'Short-lived desk owner'"]],
+    ]);
+    await remote.sql(`INSERT INTO clinic_owner (name) VALUES ('Web owner')`);
+    const r = await e.runCycle();
+    expect(r).toMatchObject({ pushed: 0, pending: 0 });
+    expect(await owners()).toEqual([{ id: '1', name: 'Web owner' }]);
+    expect(local('SELECT id, name FROM clinic_owner')).toEqual([{ id: 1, name: 'Web owner' }]);
   });
 
   it('puts the web app row back and moves the desktop row when the server had let a colliding insert overwrite it', async () => {
