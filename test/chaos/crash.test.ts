@@ -27,6 +27,7 @@ import {
   until,
   waitForConvergence,
   type ChaosBed,
+  type CliProcess,
   type WebRetries,
 } from './bed.js';
 import { CHAOS_SEED, prng, recordFigures, scaled } from './kit.js';
@@ -63,6 +64,32 @@ async function startWriters(bed: ChaosBed, seed: number): Promise<{ workloads: C
     async close() {
       await desktopWriter.close();
       await webWriter.close();
+    },
+  };
+}
+
+/**
+ * What every crash case under a monitor ends with: wait (bounded) for both sides to converge, stop
+ * the monitor cleanly, compare both sides row by row, and gather the figures the report shows.
+ */
+async function settleAndCompare(bed: ChaosBed, writers: Awaited<ReturnType<typeof startWriters>>, monitor: CliProcess) {
+  const { converged, comparison, waitedMs } = await waitForConvergence(bed, writers.workloads, scaled(60_000, 120_000));
+  expect(monitor.done(), `the monitor ended (${monitor.ending()}), ${replay}:\n${monitor.output()}`).toBe(false);
+  expect(converged, `not converged after ${waitedMs} ms (${bed.pending()} pending), ${replay}: ${comparison.problems.join('\n')}\n${monitor.output().slice(-3000)}`).toBe(true);
+  expect(await monitor.stop(), monitor.output()).toBe(0);
+  bed.registerCachedToken();
+  const final = await compareClinic(bed, writers.workloads);
+  const [desktop, web] = writers.workloads as [ClinicWorkload, ClinicWorkload];
+  return {
+    final,
+    rows: { desktop_written: desktop.written, web_written: web.written, lost: final.lost, duplicated: final.duplicated },
+    checks: {
+      'differing rows': final.differing,
+      'rows on each side at the end': final.desktopRows,
+      'seconds to converge after the last restart': Math.round(waitedMs / 100) / 10,
+      'web transactions retried after a deadlock': writers.retries().deadlock,
+      'web inserts retried: id taken by an upload': writers.retries().duplicateKey,
+      'web owner deletes refused: a desktop row pointed at the owner': web.refusedDeletes,
     },
   };
 }
@@ -159,30 +186,17 @@ describe('chaos: crashes', () => {
       await writing;
       // The last start must get through its first cycle: the convergence below is its work.
       await until(() => monitor.done() || /\d\d:\d\d:\d\d\s+start\s+pushed/.test(monitor.stdout()), 60_000);
-      const { converged, comparison, waitedMs } = await waitForConvergence(bed, writers.workloads, scaled(60_000, 120_000));
-      expect(monitor.done(), `the monitor ended (${monitor.ending()}), ${replay}:\n${monitor.output()}`).toBe(false);
-      expect(converged, `not converged after ${waitedMs} ms (${bed.pending()} pending), ${replay}: ${comparison.problems.join('\n')}\n${monitor.output().slice(-3000)}`).toBe(true);
-      expect(await monitor.stop(), monitor.output()).toBe(0);
-      bed.registerCachedToken();
-      const final = await compareClinic(bed, writers.workloads);
-      const [desktop, web] = writers.workloads as [ClinicWorkload, ClinicWorkload];
+      const end = await settleAndCompare(bed, writers, monitor);
       recordFigures({
         part: 'crash.monitor',
         title: 'monitor SIGKILLed at random moments and restarted while both sides write',
         seconds: Math.round((Date.now() - started) / 1000),
         kills: { monitor: kills },
         restarts: { monitor: kills },
-        rows: { desktop_written: desktop.written, web_written: web.written, lost: final.lost, duplicated: final.duplicated },
-        checks: {
-          'differing rows': final.differing,
-          'rows on each side at the end': final.desktopRows,
-          'seconds to converge after the last restart': Math.round(waitedMs / 100) / 10,
-          'web transactions retried after a deadlock': writers.retries().deadlock,
-          'web inserts retried: id taken by an upload': writers.retries().duplicateKey,
-          'web owner deletes refused: a desktop row pointed at the owner': web.refusedDeletes,
-        },
+        rows: end.rows,
+        checks: end.checks,
       });
-      expect(final, `${replay}: ${final.problems.join('\n')}`).toMatchObject({ lost: 0, duplicated: 0, differing: 0 });
+      expect(end.final, `${replay}: ${end.final.problems.join('\n')}`).toMatchObject({ lost: 0, duplicated: 0, differing: 0 });
       expect(kills).toBe(target);
     } finally {
       stop = true;
@@ -220,30 +234,17 @@ describe('chaos: crashes', () => {
       }
       stop = true;
       await writing;
-      const { converged, comparison, waitedMs } = await waitForConvergence(bed, writers.workloads, scaled(60_000, 120_000));
-      expect(monitor.done(), `the monitor ended (${monitor.ending()}), ${replay}:\n${monitor.output()}`).toBe(false);
-      expect(converged, `not converged after ${waitedMs} ms (${bed.pending()} pending), ${replay}: ${comparison.problems.join('\n')}\n${monitor.output().slice(-3000)}`).toBe(true);
-      expect(await monitor.stop(), monitor.output()).toBe(0);
-      bed.registerCachedToken();
-      const final = await compareClinic(bed, writers.workloads);
-      const [desktop, web] = writers.workloads as [ClinicWorkload, ClinicWorkload];
+      const end = await settleAndCompare(bed, writers, monitor);
       recordFigures({
         part: 'crash.serve',
         title: 'serve SIGKILLed at random moments under a running monitor and restarted behind the same URL',
         seconds: Math.round((Date.now() - started) / 1000),
         kills: { serve: kills },
         restarts: { serve: bed.serveStarts() - 1 },
-        rows: { desktop_written: desktop.written, web_written: web.written, lost: final.lost, duplicated: final.duplicated },
-        checks: {
-          'differing rows': final.differing,
-          'rows on each side at the end': final.desktopRows,
-          'seconds to converge after the last restart': Math.round(waitedMs / 100) / 10,
-          'web transactions retried after a deadlock': writers.retries().deadlock,
-          'web inserts retried: id taken by an upload': writers.retries().duplicateKey,
-          'web owner deletes refused: a desktop row pointed at the owner': web.refusedDeletes,
-        },
+        rows: end.rows,
+        checks: end.checks,
       });
-      expect(final, `${replay}: ${final.problems.join('\n')}`).toMatchObject({ lost: 0, duplicated: 0, differing: 0 });
+      expect(end.final, `${replay}: ${end.final.problems.join('\n')}`).toMatchObject({ lost: 0, duplicated: 0, differing: 0 });
       expect(bed.serveStarts()).toBe(target + 1);
     } finally {
       stop = true;
