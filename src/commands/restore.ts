@@ -3,7 +3,11 @@ import type { CommandContext } from '../cli/context.js';
 import type { CommandModule } from '../cli/spec.js';
 import { requireLocalPath } from '../config/index.js';
 import { checkRestoreTarget, findBackup, inspectDatabaseFile, restoreDatabase, type RestoreResult } from '../db/index.js';
+import { markForSyncReplay } from '../sync/local-capture.js';
 import { LocalDatabaseError, UsageError } from '../errors.js';
+
+/** Describes a restore: the verified copy, and whether the file was marked for the sync replay. */
+export type RestoreCommandResult = RestoreResult & { markedForSyncReplay: boolean };
 
 /** Holds the options `epetsync restore` accepts. */
 export interface RestoreOptions {
@@ -12,7 +16,7 @@ export interface RestoreOptions {
 }
 
 /** Replaces the local database with a verified backup after confirmation; the current files are moved aside. */
-async function run(ctx: CommandContext, options: RestoreOptions, args: string[]): Promise<RestoreResult> {
+async function run(ctx: CommandContext, options: RestoreOptions, args: string[]): Promise<RestoreCommandResult> {
   const file = args[0];
   if (file !== undefined && options.latest === true) {
     throw new UsageError('EPS_USAGE', 'Name a backup file or pass --latest, not both', { hint: 'Run "epetsync restore --help" for usage.' });
@@ -45,13 +49,17 @@ async function run(ctx: CommandContext, options: RestoreOptions, args: string[])
   }
 
   const result = restoreDatabase({ databasePath: database, backupPath, busyTimeoutMs: config.database.busyTimeoutMs });
-  ctx.logger.info({ database, backup: backupPath, replaced: result.replaced }, 'database restored from backup');
-  return result;
+  // Verified identical to the backup; a file that had been syncing is then marked for the monitor's replay.
+  const markedForSyncReplay = markForSyncReplay(database, config.database.busyTimeoutMs);
+  ctx.logger.info({ database, backup: backupPath, replaced: result.replaced, markedForSyncReplay }, 'database restored from backup');
+  return { ...result, markedForSyncReplay };
 }
 
-function render(result: RestoreResult, out: Output): void {
+
+function render(result: RestoreCommandResult, out: Output): void {
   out.line(`Restored ${result.database}`);
   out.line(`  from ${result.restoredFrom} (${formatBytes(result.sizeBytes)}, integrity_check ${out.color.green('ok')}, identical to the backup)`);
+  if (result.markedForSyncReplay) out.line('Marked for sync: the next monitor cycle first brings back what this desktop sent after the backup was taken.');
   if (result.replaced.length === 0) {
     out.line('There was no previous database file to move aside.');
     return;
@@ -61,6 +69,6 @@ function render(result: RestoreResult, out: Output): void {
 }
 
 /** Implements `epetsync restore [FILE | --latest] [--yes]`. */
-const restore: CommandModule<RestoreOptions, RestoreResult> = { run, render };
+const restore: CommandModule<RestoreOptions, RestoreCommandResult> = { run, render };
 
 export default restore;

@@ -23,7 +23,7 @@ import { OUTBOX, ensureSyncTables, quarantineChange, recordConflict, type Quaran
  */
 
 /** Names the meta key that marks a database restored from a backup until its replay is done. */
-export const META_RESTORED = 'restored_from_backup';
+export const META_RESTORED = META.restoredFromBackup;
 
 /** Names how a row changed on both sides is settled. */
 export type ConflictPolicy = 'server-wins' | 'client-wins' | 'newest-wins';

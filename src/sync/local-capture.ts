@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { openDatabase } from '../db/open.js';
 import { quoteIdent } from '../db/sql.js';
 
 /**
@@ -250,5 +251,24 @@ export const META = {
   serverId: 'server_id',
   /** ISO time of the last completed migrate. */
   migratedAt: 'migrated_at',
+  /** Set when the file was restored from a backup, until the sync engine's feed replay is done. */
+  restoredFromBackup: 'restored_from_backup',
 } as const;
+
+/**
+ * Marks a database just restored from a backup for the sync engine's replay (SyncEngine.markRestored,
+ * docs/sync.md): what this desktop uploaded after the backup was taken is on the server only, and
+ * the feed leaves a node's own uploads out, so the next cycle re-reads the feed with them included.
+ * A file that never synced (no epetsync meta table) is left untouched. Returns whether it was marked.
+ */
+export function markForSyncReplay(databasePath: string, busyTimeoutMs: number): boolean {
+  const db = openDatabase(databasePath, { mode: 'write', busyTimeoutMs });
+  try {
+    const synced = db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(`${INTERNAL_PREFIX}meta`) !== undefined;
+    if (synced) writeMeta(db, META.restoredFromBackup, new Date().toISOString());
+    return synced;
+  } finally {
+    db.close();
+  }
+}
 

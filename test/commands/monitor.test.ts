@@ -220,6 +220,25 @@ describe('epetsync monitor', () => {
     expect(localRows(`SELECT count(*) AS n FROM _epetsync_meta WHERE key = 'pull_cursor'`)).toEqual([{ n: 1 }]);
   });
 
+  it('after "epetsync restore", brings back what this desktop sent after the backup was taken', async () => {
+    expect((await cli(['monitor', '--once'])).code).toBe(0);
+    desktopWrite(dbPath, [[["INSERT INTO clinic_species VALUES ('before-backup', 'Synced, then backed up')"]]]);
+    expect((await cli(['monitor', '--once'])).code).toBe(0);
+    expect((await cli(['backup'])).code).toBe(0);
+    // Sent by this desktop after the backup: the feed leaves its own uploads out, so a restored
+    // file would never see it again without the replay the restore asks for.
+    desktopWrite(dbPath, [[["INSERT INTO clinic_species VALUES ('sent-after-backup', 'Only on the server once restored')"]]]);
+    expect((await cli(['monitor', '--once'])).code).toBe(0);
+    const restored = await cli(['restore', '--latest', '--yes']);
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(restored.stdout).toContain('Marked for sync');
+    expect(localRows('SELECT code FROM clinic_species ORDER BY code')).toEqual([{ code: 'before-backup' }]);
+    const synced = await cli(['monitor', '--once']);
+    expect(synced.code, synced.stderr).toBe(0);
+    expect(localRows('SELECT code FROM clinic_species ORDER BY code')).toEqual([{ code: 'before-backup' }, { code: 'sent-after-backup' }]);
+    expect(localRows(`SELECT key FROM _epetsync_meta WHERE key = 'restored_from_backup' AND value IS NOT NULL`)).toEqual([]);
+  });
+
   it('--fix restores the newest good backup over a corrupt database, keeps the damaged file and re-pulls', async () => {
     expect((await cli(['monitor', '--once'])).code).toBe(0);
     desktopWrite(dbPath, [[["INSERT INTO clinic_species VALUES ('before-backup', 'Synced, then backed up')"]]]);

@@ -66,6 +66,27 @@ describe('restore', () => {
     expect(hashFile(clinic.backup)).toBe(backupHash);
   });
 
+  it('marks a restored database that had been syncing, so the monitor brings back what it sent after the backup', async () => {
+    const clinic = makeClinicFolder();
+    makeClinicDb(clinic.db, { owners: 3 });
+    // A desktop that syncs: epetsync's meta table holds its pull cursor.
+    const live = new Database(clinic.db);
+    live.exec(`CREATE TABLE _epetsync_meta (key TEXT PRIMARY KEY, value TEXT); INSERT INTO _epetsync_meta VALUES ('pull_cursor', 'c1.100.1')`);
+    live.close();
+    expect((await runCli(['backup', '--config', clinic.config], { cwd: clinic.dir })).code).toBe(0);
+    const backup = join(clinic.backupDir, readdirSync(clinic.backupDir)[0]!);
+    const backupHash = hashFile(backup);
+    const run = await runCli(['--json', 'restore', '--latest', '--yes', '--config', clinic.config], { cwd: clinic.dir });
+    expect(run.code, run.stderr).toBe(0);
+    expect(JSON.parse(run.stdout).result).toMatchObject({ restoredFrom: backup, sha256: backupHash, markedForSyncReplay: true });
+    const restored = new Database(clinic.db, { readonly: true });
+    expect(restored.prepare(`SELECT key FROM _epetsync_meta ORDER BY key`).pluck().all()).toEqual(['pull_cursor', 'restored_from_backup']);
+    restored.close();
+    expect(hashFile(backup)).toBe(backupHash);
+    const human = await runCli(['restore', '--latest', '--yes', '--config', clinic.config], { cwd: clinic.dir });
+    expect(human.stdout).toContain('Marked for sync: the next monitor cycle first brings back what this desktop sent after the backup was taken.');
+  });
+
   it('--json: restores a FILE given relative to the cwd and reports every file moved aside', async () => {
     const clinic = await clinicWithBackup();
     writeFileSync(`${clinic.db}-journal`, '');
@@ -89,6 +110,7 @@ describe('restore', () => {
           { from: `${clinic.db}-journal`, to: `${clinic.db}-journal.replaced-${stamp}` },
         ],
         durationMs: expect.any(Number),
+        markedForSyncReplay: false,
       },
     });
     const db = new Database(clinic.db, { readonly: true });

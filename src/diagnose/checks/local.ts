@@ -3,7 +3,7 @@ import Database from 'better-sqlite3';
 import { requireLocalPath } from '../../config/index.js';
 import { foreignKeyCheck, integrityCheck, journalMode, listBackups, quickCheck, restoreDatabase, verifyCopy } from '../../db/index.js';
 import { isEpetsyncError } from '../../errors.js';
-import { CAPTURE_VERSION, captureVersion, installedTriggers, pendingSummary, INTERNAL_PREFIX } from '../../sync/local-capture.js';
+import { CAPTURE_VERSION, captureVersion, installedTriggers, markForSyncReplay, pendingSummary, INTERNAL_PREFIX } from '../../sync/local-capture.js';
 import type { DiagnoseContext } from '../context.js';
 import type { Check, CheckFix, CheckOutcome } from '../types.js';
 
@@ -35,7 +35,8 @@ const restoreFix: CheckFix = {
       if (!ok) continue;
       const result = restoreDatabase({ databasePath: config.database.path, backupPath: backup.path, busyTimeoutMs: config.database.busyTimeoutMs });
       const aside = result.replaced.find((r) => r.from === config.database.path)?.to;
-      return `restored ${backup.file} (taken ${backup.takenAt}); the damaged file was kept as ${aside ?? 'a .replaced copy'}`;
+      const marked = markForSyncReplay(config.database.path, config.database.busyTimeoutMs);
+      return `restored ${backup.file} (taken ${backup.takenAt}); the damaged file was kept as ${aside ?? 'a .replaced copy'}${marked ? '; the next monitor cycle brings back what this desktop sent after the backup' : ''}`;
     }
     throw new Error(`no backup in ${config.database.backupDir} passes integrity_check`);
   },
