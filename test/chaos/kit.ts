@@ -2,6 +2,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { appendFileSync, createWriteStream, mkdirSync, mkdtempSync, writeFileSync, type WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { seededRandom } from '../../src/sync/generate.js';
 import { BIN } from '../helpers/cli.js';
 
 /**
@@ -80,17 +81,8 @@ export function chaosWorkDir(name: string): string {
   return mkdtempSync(join(root, `epetsync-chaos-${name.replace(/[^\w.-]/g, '_')}-`));
 }
 
-/** A small seeded PRNG (mulberry32), so a run's random fault schedule can be replayed from its seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded PRNG of the clinic generator (mulberry32), so a run's random fault schedule can be replayed from its seed. */
+export const prng = seededRandom;
 
 /** The seed of this run: EPETSYNC_CHAOS_SEED when set (to replay a failure), else the time. Print it in failure messages. */
 export const CHAOS_SEED = Number(process.env.EPETSYNC_CHAOS_SEED ?? Date.now() % 2 ** 31);
